@@ -1,0 +1,28 @@
+# Confidential MCP runtime — developer entry points.
+# Every target installs what it needs (idempotently, caches under $(CMCP_CACHE)).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export CMCP_CACHE ?= $(HOME)/.cache/cmcp
+VENV = $(shell bash .ci/bootstrap.sh)
+PY = $(VENV)/bin/python
+
+.PHONY: help
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: venv
+venv:  ## create/refresh the Python environment (outside the repository)
+	@echo $(VENV)
+
+.PHONY: lint
+lint:  ## ruff + mypy
+	@V=$(VENV); $$V/bin/ruff check . && $$V/bin/ruff format --check . && $$V/bin/mypy
+
+.PHONY: unit
+unit:  ## fast tests only (no cluster, no npm peers)
+	@V=$(VENV); $$V/bin/python -m pytest -q -m "not k8s and not slow" tests
+
+.PHONY: test
+test:  ## everything CI runs: dependencies, lint, type checks, all tests
+	@V=$(VENV); $$V/bin/ruff check . && $$V/bin/ruff format --check . && $$V/bin/mypy
+	@V=$(VENV); $$V/bin/python -m pytest -q tests

@@ -1,0 +1,158 @@
+"""Strict JSON reading and RFC 8785 canonical writing.
+
+Everything that is hashed or signed in this project goes through :func:`canonical_bytes`
+(RFC 8785 via the ``rfc8785`` package). Everything read from an untrusted source goes through
+:func:`parse_json`, which refuses what would make two readers disagree: duplicate keys,
+non-finite numbers, floats where integers are required, integers beyond 2^53, invalid UTF-8,
+lone surrogates and excessive nesting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import rfc8785
+
+from .errors import InputError
+
+MAX_SAFE_INTEGER = 2**53 - 1
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 200
+
+
+def _reject_constant(name: str) -> Any:
+    raise InputError(f"JSON contains {name}, which is not valid JSON", code="json.non_finite")
+
+
+def _reject_float(text: str) -> Any:
+    raise InputError(
+        f"JSON contains a non-integer number ({text[:40]}); this format allows integers only",
+        code="json.float",
+    )
+
+
+def _check_int(text: str) -> int:
+    if len(text) > 20:
+        raise InputError("JSON integer is too long", code="json.integer_range")
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise InputError(f"JSON integer {value} is outside ±(2^53-1)", code="json.integer_range")
+    return value
+
+
+def _unique_object(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InputError(f"JSON object has duplicate key {key!r}", code="json.duplicate_key")
+        obj[key] = value
+    return obj
+
+
+def _check_depth_and_strings(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"JSON nests deeper than {MAX_DEPTH} levels", code="json.depth")
+        if isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                _check_string(key)
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1) for sub in item)
+
+
+def _check_string(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "JSON string contains a lone surrogate escape", code="json.surrogate"
+        ) from None
+
+
+def parse_json(
+    data: bytes | str,
+    *,
+    allow_floats: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    what: str = "JSON document",
+) -> Any:
+    """Parse untrusted JSON strictly; raise :class:`InputError` with a specific code."""
+    if len(data) > max_bytes:
+        raise InputError(f"{what} is larger than {max_bytes} bytes", code="json.too_large")
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{what} is not valid UTF-8: {exc.reason}", code="json.utf8") from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        raise InputError(f"{what} starts with a byte-order mark", code="json.syntax")
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_object,
+            parse_constant=_reject_constant,
+            parse_int=_check_int,
+            parse_float=None if allow_floats else _reject_float,
+        )
+    except InputError as exc:
+        exc.message = f"{what}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    except RecursionError:
+        raise InputError(f"{what} nests too deeply", code="json.depth") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}", code="json.syntax") from None
+    _check_depth_and_strings(value)
+    return value
+
+
+def check_canonicalizable(value: Any, *, allow_floats: bool = False, path: str = "$") -> None:
+    """Raise :class:`InputError` unless ``value`` has an unambiguous RFC 8785 form here."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"{where}: nests deeper than {MAX_DEPTH} levels", code="json.depth")
+        if item is None or isinstance(item, bool | str):
+            if isinstance(item, str):
+                _check_string(item)
+            continue
+        if isinstance(item, int):
+            if abs(item) > MAX_SAFE_INTEGER:
+                raise InputError(f"{where}: integer outside ±(2^53-1)", code="json.integer_range")
+        elif isinstance(item, float):
+            if not allow_floats:
+                raise InputError(f"{where}: floats are not allowed", code="json.float")
+            if item != item or item in (float("inf"), float("-inf")):
+                raise InputError(f"{where}: non-finite number", code="json.non_finite")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise InputError(
+                        f"{where}: object key {key!r} is not a string", code="json.type"
+                    )
+                stack.append((sub, f"{where}.{key}", depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item))
+        else:
+            raise InputError(
+                f"{where}: {type(item).__name__} is not a JSON value", code="json.type"
+            )
+
+
+def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
+    """RFC 8785 canonical UTF-8 bytes of ``value`` (integers only unless ``allow_floats``)."""
+    check_canonicalizable(value, allow_floats=allow_floats)
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, RecursionError, ValueError, TypeError) as exc:
+        raise InputError(f"value has no RFC 8785 form: {exc}", code="json.canonical") from None

@@ -1,0 +1,240 @@
+"""``cmcp-verify``: a thin command-line shell over the verifier library.
+
+Exit status: 0 verified, 1 rejected, 2 usage error (bad options, unreadable files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__, audit
+from .bundle import read_bundle_dir
+from .digests import b64url_decode, is_digest
+from .errors import CmcpError, InputError
+from .evidence import EvidencePolicy, evidence_types
+from .report import Report
+from .verify_claim import DEFAULT_MAX_AGE, ClaimPolicy, verify_claim
+
+EXIT_VERIFIED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad options or unreadable input: exit status 2."""
+
+
+def parse_nonce(text: str) -> bytes:
+    """A nonce given as hex, or as base64url with a ``b64:`` prefix."""
+    try:
+        if text.startswith("b64:"):
+            return b64url_decode(text[4:], what="nonce")
+        return bytes.fromhex(text)
+    except (ValueError, InputError) as exc:
+        raise UsageError(f"--nonce must be hex or b64:<base64url>: {exc}") from None
+
+
+def parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at must be an ISO 8601 time, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def read_file(path: str, *, limit: int = 64 * 1024 * 1024) -> bytes:
+    try:
+        p = Path(path)
+        if p.stat().st_size > limit:
+            raise UsageError(f"{path}: larger than {limit} bytes")
+        return p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="output format (default: text)",
+    )
+
+
+def _add_evidence_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--roots", metavar="DIR", help="directory of vendor roots replacing the bundled ones"
+    )
+    p.add_argument("--allow-debug", action="store_true", help="accept debug-enabled TEEs")
+    p.add_argument("--at", metavar="TIME", help="evaluate validity at this ISO 8601 time")
+    p.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="allow fetching missing collateral from vendor services",
+    )
+
+
+def _evidence_policy(args: argparse.Namespace, nonce: bytes | None) -> EvidencePolicy:
+    return EvidencePolicy(
+        roots_dir=Path(args.roots) if args.roots else None,
+        allow_debug=args.allow_debug,
+        nonce=nonce,
+        expected_measurement=getattr(args, "expected_measurement", None),
+        evaluation_time=parse_time(args.at) if args.at else None,
+        allow_network=args.allow_network,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmcp-verify", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cmcp-verify {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    claim = sub.add_parser("claim", help="verify a claim (signatures, binding, evidence, audit)")
+    claim.add_argument("file", help="claim JSON file ('-' for stdin)")
+    claim.add_argument(
+        "--bundle-hash",
+        action="append",
+        default=[],
+        metavar="sha256:HEX",
+        help="approved bundle hash (repeatable)",
+    )
+    claim.add_argument("--nonce", help="nonce the claim must be bound to (hex or b64:…)")
+    claim.add_argument("--audit", metavar="LOG", help="exported audit log to check against")
+    claim.add_argument(
+        "--max-age",
+        type=int,
+        default=DEFAULT_MAX_AGE,
+        metavar="SECONDS",
+        help=f"reject claims older than this (default {DEFAULT_MAX_AGE}; 0 = no limit)",
+    )
+    claim.add_argument("--expected-measurement", metavar="DIGEST", help="pinned launch measurement")
+    claim.add_argument(
+        "--allow-software",
+        action="store_true",
+        help="accept software-only (dev mode) claims, with a warning",
+    )
+    _add_evidence_policy(claim)
+    _add_common(claim)
+
+    log = sub.add_parser("audit", help="verify an audit log's hash chain")
+    log.add_argument("file")
+    _add_common(log)
+
+    bundle = sub.add_parser("bundle", help="compute (and check) a policy bundle's hash")
+    bundle.add_argument("dir")
+    bundle.add_argument("--expected-hash", metavar="sha256:HEX")
+    _add_common(bundle)
+
+    ev = sub.add_parser("evidence", help="verify hardware evidence on its own")
+    ev.add_argument("--type", required=True, choices=sorted(evidence_types()), dest="type")
+    ev.add_argument("--nonce", help="nonce the evidence must carry (hex or b64:…)")
+    _add_evidence_policy(ev)
+    _add_common(ev)
+    for kind in evidence_types().values():
+        group = ev.add_argument_group(f"--type {kind.name}")
+        kind.add_arguments(group)  # type: ignore[arg-type]
+    return parser
+
+
+def cmd_claim(args: argparse.Namespace) -> Report:
+    data = sys.stdin.buffer.read() if args.file == "-" else read_file(args.file)
+    for h in args.bundle_hash:
+        if not is_digest(h):
+            raise UsageError(f"--bundle-hash {h!r} is not sha256:<hex>")
+    if args.max_age < 0:
+        raise UsageError("--max-age must be >= 0")
+    nonce = parse_nonce(args.nonce) if args.nonce else None
+    policy = ClaimPolicy(
+        approved_bundle_hashes=tuple(args.bundle_hash),
+        nonce=nonce,
+        max_age_seconds=args.max_age,
+        allow_software=args.allow_software,
+        evidence=_evidence_policy(args, nonce),
+        audit_log=read_file(args.audit, limit=1 << 34) if args.audit else None,
+    )
+    return verify_claim(data, policy)
+
+
+def cmd_audit(args: argparse.Namespace) -> Report:
+    report = Report(subject=f"audit log {args.file}")
+    data = read_file(args.file, limit=1 << 34)
+    try:
+        records = audit.read_log(data)
+        start = records[0].entry["seq"] if records else 0
+        if start != 0:
+            raise InputError(
+                "log does not start at seq 0 (a session export?); chain links "
+                "cannot be checked without the prefix",
+                code="audit.partial",
+            )
+        summary = audit.verify_chain(records)
+    except CmcpError as exc:
+        report.fail(exc.code, exc.message)
+        return report
+    report.passed("audit.chain", f"{summary.length} entries, links and hashes intact")
+    report.facts.update(
+        root=summary.root, tip=summary.tip, length=summary.length, sessions=len(summary.sessions)
+    )
+    return report
+
+
+def cmd_bundle(args: argparse.Namespace) -> Report:
+    report = Report(subject=f"bundle {args.dir}")
+    try:
+        files = read_bundle_dir(args.dir)
+    except CmcpError as exc:
+        report.fail(exc.code, exc.message)
+        return report
+    digest = files.hash
+    report.facts.update(hash=digest, files=sorted(files.files), ignored=list(files.ignored))
+    if args.expected_hash:
+        report.add(
+            "bundle.hash",
+            digest == args.expected_hash,
+            digest if digest == args.expected_hash else f"{digest} != {args.expected_hash}",
+        )
+    else:
+        report.passed("bundle.hash", digest)
+    return report
+
+
+def cmd_evidence(args: argparse.Namespace) -> Report:
+    nonce = parse_nonce(args.nonce) if args.nonce else None
+    kind = evidence_types()[args.type]
+    try:
+        return kind.verify_files(args, _evidence_policy(args, nonce))
+    except CmcpError as exc:
+        report = Report(subject=f"{args.type} evidence")
+        report.fail(exc.code, exc.message)
+        return report
+
+
+COMMANDS = {"claim": cmd_claim, "audit": cmd_audit, "bundle": cmd_bundle, "evidence": cmd_evidence}
+
+
+def _usage_exit(message: str) -> NoReturn:
+    print(f"cmcp-verify: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = COMMANDS[args.command](args)
+    except UsageError as exc:
+        _usage_exit(str(exc))
+    if args.output == "json":
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        print(report.render())
+    return EXIT_VERIFIED if report.verified else EXIT_REJECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Imports every evidence module so that each registers itself."""
