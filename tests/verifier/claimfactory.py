@@ -20,9 +20,17 @@ CATALOG = sha256_digest(b"catalog")
 def make_log(session: str, decisions: list[str]) -> tuple[bytes, list[audit.AuditRecord]]:
     lines, prev = [], ZERO_DIGEST
     for seq, decision in enumerate(decisions):
-        entry = {"v": 1, "seq": seq, "prev": prev, "ts_ms": 1_700_000_000_000 + seq,
-                 "kind": "call", "session": session if seq % 3 else "other",
-                 "decision": decision, "forwarded": decision != "deny", "tool": "echo"}
+        entry = {
+            "v": 1,
+            "seq": seq,
+            "prev": prev,
+            "ts_ms": 1_700_000_000_000 + seq,
+            "kind": "call",
+            "session": session if seq % 3 else "other",
+            "decision": decision,
+            "forwarded": decision != "deny",
+            "tool": "echo",
+        }
         line, prev = audit.encode_entry(entry)
         lines.append(line)
     data = b"".join(lines)
@@ -51,8 +59,11 @@ def make_claim(
         "iat": iat or int(time.time()),
         "subject": "spiffe://cluster.local/ns/demo/sa/agent",
         "model": {"provider": "unspecified", "model_id": "unspecified"},
-        "runtime": {"platform": "software-only", "measurement": sha256_digest(b"code"),
-                    "nonce": b64url_encode(nonce)},
+        "runtime": {
+            "platform": "software-only",
+            "measurement": sha256_digest(b"code"),
+            "nonce": b64url_encode(nonce),
+        },
         "policy": {"bundle_hash": BUNDLE, "enforcement_mode": "enforce"},
         "data_class": "internal",
         "build_provenance": {"slsa_level": 0, "digest": sha256_digest(b"code")},
@@ -61,16 +72,22 @@ def make_claim(
         "tool_transcript": {"hash": transcript, "call_count": mine.counts["calls"]},
     }
     gateway = {
-        "instance_id": "i-1", "session_id": session, "session_kind": "mcp-session",
+        "instance_id": "i-1",
+        "session_id": session,
+        "session_kind": "mcp-session",
         "principal": "demo/agent",
         "audit_chain": {"root": chain.root, "tip": chain.tip, "length": chain.length},
         "transcript": {"hash": transcript, "entries": len(mine.entry_hashes)},
         "call_summary": mine.counts,
         "bundle": {"hash": BUNDLE, "candidate_hash": None},
         "catalog": {"hash": CATALOG, "drift": []},
-        "attestation": {"type": "software", "evidence": None, "collected_at": trace["iat"],
-                        "stale": False,
-                        "binding": {"digest": b64url_encode(binding), "nonce": b64url_encode(nonce)}},
+        "attestation": {
+            "type": "software",
+            "evidence": None,
+            "collected_at": trace["iat"],
+            "stale": False,
+            "binding": {"digest": b64url_encode(binding), "nonce": b64url_encode(nonce)},
+        },
     }
     if mutate:
         mutate(trace, gateway)

@@ -11,9 +11,11 @@ from .claimfactory import make_log
 
 
 def test_chain_verifies_and_summarises() -> None:
-    data, records = make_log("s", ["allow", "deny", "redact", "error"])
+    _, records = make_log("s", ["allow", "deny", "redact", "error"])
     summary = audit.verify_chain(records)
-    assert summary.length == 4 and summary.root == records[0].hash and summary.tip == records[-1].hash
+    assert (
+        summary.length == 4 and summary.root == records[0].hash and summary.tip == records[-1].hash
+    )
     assert summary.sessions["s"].counts["calls"] == 2
 
 
@@ -36,7 +38,7 @@ def test_every_byte_flip_is_detected() -> None:
 
 
 def test_removed_or_reordered_entry_breaks_the_chain() -> None:
-    data, records = make_log("s", ["allow"] * 4)
+    data, _ = make_log("s", ["allow"] * 4)
     lines = data.splitlines(keepends=True)
     for broken in (lines[:1] + lines[2:], [lines[1], lines[0], *lines[2:]]):
         with pytest.raises(VerificationError):

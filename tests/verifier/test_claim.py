@@ -24,8 +24,9 @@ def _status(report: Any, name: str) -> Status:
 def test_software_claim_verifies_only_when_software_is_allowed() -> None:
     claim, log = make_claim()
     data = canonical_bytes(claim)
-    ok = verify_claim(data, ClaimPolicy(allow_software=True, audit_log=log,
-                                        approved_bundle_hashes=(BUNDLE,)))
+    ok = verify_claim(
+        data, ClaimPolicy(allow_software=True, audit_log=log, approved_bundle_hashes=(BUNDLE,))
+    )
     assert ok.verified, ok.render()
     assert _status(ok, "attestation.evidence") is Status.WARN
     strict = verify_claim(data, ClaimPolicy())
@@ -85,8 +86,10 @@ def test_nonce_must_match_when_required() -> None:
 
 def test_bundle_pin() -> None:
     claim, _ = make_claim()
-    report = verify_claim(canonical_bytes(claim), ClaimPolicy(
-        allow_software=True, approved_bundle_hashes=("sha256:" + "f" * 64,)))
+    report = verify_claim(
+        canonical_bytes(claim),
+        ClaimPolicy(allow_software=True, approved_bundle_hashes=("sha256:" + "f" * 64,)),
+    )
     assert _status(report, "policy.bundle_hash") is Status.FAIL
 
 

@@ -52,8 +52,11 @@ def test_b64url_rejects_noncanonical_tail() -> None:
 
 
 def _bundle() -> dict[str, bytes]:
-    return {"a.cedar": b"permit(principal, action, resource);", "schema.cedarschema": b"",
-            "manifest.json": b"{}"}
+    return {
+        "a.cedar": b"permit(principal, action, resource);",
+        "schema.cedarschema": b"",
+        "manifest.json": b"{}",
+    }
 
 
 def test_bundle_hash_changes_with_any_byte_and_ignores_order(tmp_path) -> None:
@@ -90,8 +93,10 @@ def test_tool_definition_hash_pins_description_and_schema() -> None:
 
 
 def test_catalog_parsing_names_the_bad_entry() -> None:
-    good = b'{"format":"cmcp-catalog/v1","tools":[{"upstream":"u","name":"t",' \
+    good = (
+        b'{"format":"cmcp-catalog/v1","tools":[{"upstream":"u","name":"t",'
         b'"definition_hash":"sha256:' + b"0" * 64 + b'","labels":["pii"]}]}'
+    )
     cat = parse_catalog(good)
     assert cat.lookup("u", "t") is not None and cat.hash.startswith("sha256:")
     with pytest.raises(InputError, match=r"tools\[0\]"):

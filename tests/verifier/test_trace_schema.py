@@ -29,14 +29,41 @@ def test_valid_record() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-paths = st.lists(st.sampled_from(
-    ["runtime", "policy", "cnf", "jwk", "model", "appraisal", "build_provenance",
-     "tool_transcript", "platform", "iat", "subject", "kty", "x", "d", "status", "method",
-     "re_execution", "origin", "kind", "references", "eat_profile", "enforcement_mode"]),
-    min_size=1, max_size=3)
+paths = st.lists(
+    st.sampled_from(
+        [
+            "runtime",
+            "policy",
+            "cnf",
+            "jwk",
+            "model",
+            "appraisal",
+            "build_provenance",
+            "tool_transcript",
+            "platform",
+            "iat",
+            "subject",
+            "kty",
+            "x",
+            "d",
+            "status",
+            "method",
+            "re_execution",
+            "origin",
+            "kind",
+            "references",
+            "eat_profile",
+            "enforcement_mode",
+        ]
+    ),
+    min_size=1,
+    max_size=3,
+)
 
 
 @settings(max_examples=400, deadline=None)
