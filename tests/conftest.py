@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EVIDENCE = Path(os.environ.get("CMCP_EVIDENCE_DIR", REPO.parent / "shared" / "evidence"))
+
+
+def _find_evidence() -> Path:
+    """``../shared/evidence`` of the checkout (worktrees may sit deeper), or $CMCP_EVIDENCE_DIR."""
+    if "CMCP_EVIDENCE_DIR" in os.environ:
+        return Path(os.environ["CMCP_EVIDENCE_DIR"])
+    for parent in REPO.parents:
+        if (parent / "shared" / "evidence").is_dir():
+            return parent / "shared" / "evidence"
+    return REPO.parent / "shared" / "evidence"
+
+
+EVIDENCE = _find_evidence()
 
 
 @pytest.fixture(scope="session")
