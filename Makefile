@@ -26,3 +26,7 @@ unit:  ## fast tests only (no cluster, no npm peers)
 test:  ## everything CI runs: dependencies, lint, type checks, all tests
 	@V=$(VENV); $$V/bin/ruff check . && $$V/bin/ruff format --check . && $$V/bin/mypy
 	@V=$(VENV); $$V/bin/python -m pytest -q tests
+
+.PHONY: fuzz
+fuzz:  ## fuzz campaigns: 100 000 inputs per parser (CMCP_FUZZ_EXAMPLES to change)
+	@V=$(VENV); CMCP_FUZZ_EXAMPLES=$${CMCP_FUZZ_EXAMPLES:-100000} $$V/bin/python -m pytest -q -p no:timeout tests/fuzz
