@@ -10,10 +10,11 @@ Usage (all on the event loop; file I/O runs on a dedicated writer thread)::
 
 ``open`` verifies the existing chain (:mod:`cmcp_verifier.audit`) and continues it; a torn
 final record (a crash inside ``write``) is saved to ``audit.log.torn-<offset>``, truncated and
-recorded by a ``recovery`` entry; any other damage raises :class:`AuditCorrupt` naming the
-line. ``fsync="every"`` syncs each entry on its own; ``"batch"`` lets entries that arrive
-together share one write and one sync (group commit), waiting at most ``batch_max_delay_ms``
-for companions (0: no waiting — entries that arrive during a sync share the next one).
+recorded by a ``recovery`` entry (``log.torn`` lists what this open recorded); any other
+damage raises :class:`AuditCorrupt` naming the line. ``fsync="every"`` syncs each entry on
+its own; ``"batch"`` lets entries that arrive together share one write and one sync (group
+commit), waiting at most ``batch_max_delay_ms`` for companions (0: no waiting — entries that
+arrive during a sync share the next one).
 
 Storage failures (disk full, read-only, permission, file removed, I/O error) raise a typed
 :class:`AuditUnavailable` to every pending and later append; ``healthy`` turns false and
@@ -60,10 +61,10 @@ class Appended:
 class AuditLog:
     """An open audit chain. Create with :meth:`open`; see the module docs."""
 
-    def __init__(self, path: Path, instance_id: str, torn: TornTail | None) -> None:
+    def __init__(self, path: Path, instance_id: str, torn: tuple[TornTail, ...]) -> None:
         self.path = path
         self.instance_id = instance_id
-        self.torn = torn  # what open() set aside, if anything
+        self.torn = torn  # torn tails open() set aside and recorded
         self.root: str | None = None
         self.tip: str = ZERO_DIGEST
         self.length = 0
@@ -89,7 +90,7 @@ class AuditLog:
             raise ValueError("batch_max_entries must be >= 1 and batch_max_delay_ms >= 0")
         loop = asyncio.get_running_loop()
         opened = await loop.run_in_executor(None, open_log, Path(directory) / LOG_FILE)
-        log = cls(opened.path, instance_id, opened.torn)
+        log = cls(opened.path, instance_id, tuple(opened.unrecorded))
         state = opened.state
         log.root, log.tip, log.length, log._size = state.root, state.tip, state.length, state.size
         log._writer = ChainWriter(
@@ -105,14 +106,19 @@ class AuditLog:
             fail=log._on_failure,
         )
         log._writer.start()
-        if opened.torn is not None:
-            await log.append(_recovery_fields(opened.torn))
+        for torn in opened.unrecorded:
+            await log.append(_recovery_fields(torn))
         return log
 
     @property
     def healthy(self) -> bool:
         """False once storage failed or the log was closed."""
         return self.failure is None
+
+    @property
+    def syncs(self) -> int:
+        """How many write+sync rounds made entries durable since open (for metrics)."""
+        return self._writer.syncs if self._writer is not None else 0
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(record)`` for every entry made durable from now on."""

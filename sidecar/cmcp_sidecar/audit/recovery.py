@@ -2,16 +2,19 @@
 
 Blocking file I/O; :meth:`cmcp_sidecar.audit.AuditLog.open` runs it in a worker thread.
 A final line without its newline is a torn write (the process died inside ``write``): those
-bytes were never acknowledged, so they are copied to ``<log>.torn-<offset>``, truncated from
-the log, and the caller appends a ``recovery`` entry saying so. Anything else that does not
-verify refuses to open, naming the line.
+bytes were never acknowledged, so they are copied to ``<log>.torn-<offset>`` (synced), then
+truncated from the log, and the caller appends a ``recovery`` entry saying so. Every aside
+file that no ``recovery`` entry of the chain names yet is reported again on the next open, so
+a crash between truncating and recording still ends in a recovery entry. Anything else that
+does not verify refuses to open, naming the line.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmcp_verifier import audit
@@ -22,6 +25,7 @@ from .errors import AuditCorrupt, AuditUnavailable, storage_error
 
 _READ_CHUNK = 1 << 20
 _VERIFY_BATCH = 4096
+_ASIDE_RE = re.compile(r"\.torn-(\d+)(?:\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class ChainState:
     tip: str = ZERO_DIGEST
     length: int = 0
     size: int = 0  # bytes of verified, complete lines
+    recorded: set[str] = field(default_factory=set)  # aside files named by recovery entries
 
 
 @dataclass
@@ -51,7 +56,7 @@ class OpenedLog:
     fd: int
     path: Path
     state: ChainState
-    torn: TornTail | None
+    unrecorded: list[TornTail]  # set-aside tails no recovery entry names yet
 
 
 def open_log(path: Path) -> OpenedLog:
@@ -67,11 +72,13 @@ def open_log(path: Path) -> OpenedLog:
         if created:
             _fsync_dir(path.parent)
         state, tail_at = _verify(fd, path)
-        torn = _set_aside_tail(fd, path, tail_at) if tail_at is not None else None
+        if tail_at is not None:
+            _set_aside_tail(fd, path, tail_at)
+        unrecorded = _unrecorded_asides(path, state.recorded)
     except BaseException:
         os.close(fd)
         raise
-    return OpenedLog(fd=fd, path=path, state=state, torn=torn)
+    return OpenedLog(fd=fd, path=path, state=state, unrecorded=unrecorded)
 
 
 def _lock(fd: int, path: Path) -> None:
@@ -98,7 +105,9 @@ def _verify(fd: int, path: Path) -> tuple[ChainState, int | None]:
             start = 0
             while (end := buf.find(b"\n", start)) >= 0:
                 line_no += 1
-                pending.append((line_no, _decode(buf[start:end], line_no, path)))
+                record = _decode(buf[start:end], line_no, path)
+                pending.append((line_no, record))
+                _note_recovery(record, state)
                 start = end + 1
             offset += start
             buf = buf[start:]
@@ -115,6 +124,12 @@ def _verify(fd: int, path: Path) -> tuple[ChainState, int | None]:
     _verify_batch(pending, state, path)
     state.size = offset
     return state, (offset if buf else None)
+
+
+def _note_recovery(record: audit.AuditRecord, state: ChainState) -> None:
+    torn = record.entry.get("torn") if record.entry["kind"] == "recovery" else None
+    if isinstance(torn, dict) and isinstance(torn.get("saved_as"), str):
+        state.recorded.add(torn["saved_as"])
 
 
 def _decode(line: bytes, line_no: int, path: Path) -> audit.AuditRecord:
@@ -158,37 +173,56 @@ def _corrupt(path: Path, line_no: int, exc: CmcpError) -> AuditCorrupt:
     return AuditCorrupt(
         f"{path}: line {line_no} breaks the audit chain: {exc.message}",
         code="audit.corrupt",
-        hint=f"the log was altered or damaged; keep it as evidence and start the gateway on a "
-        f"new audit.path (the intact prefix is lines 1-{line_no - 1})",
+        hint="the log was altered or damaged; keep it as evidence and start the gateway on a "
+        "new audit.path"
+        + (f" (the intact prefix is lines 1-{line_no - 1})" if line_no > 1 else ""),
     )
 
 
-def _set_aside_tail(fd: int, path: Path, offset: int) -> TornTail:
+def _set_aside_tail(fd: int, path: Path, offset: int) -> None:
+    """Copy the torn bytes aside (synced) before truncating them from the log."""
     try:
         size = os.fstat(fd).st_size
         torn = os.pread(fd, size - offset, offset)
-        aside = _free_name(path, offset)
-        with open(aside, "xb") as out:
-            out.write(torn)
-            out.flush()
-            os.fsync(out.fileno())
+        aside = _aside_name(path, offset, torn)
+        if not aside.exists():
+            with open(aside, "xb") as out:
+                out.write(torn)
+                out.flush()
+                os.fsync(out.fileno())
+            _fsync_dir(path.parent)
         os.ftruncate(fd, offset)
         os.fsync(fd)
-        _fsync_dir(path.parent)
     except OSError as exc:
         raise storage_error(exc, f"setting aside the torn tail of {path}") from None
-    return TornTail(
-        offset=offset, length=len(torn), digest=sha256_digest(torn), saved_as=aside.name
-    )
 
 
-def _free_name(path: Path, offset: int) -> Path:
+def _aside_name(path: Path, offset: int, torn: bytes) -> Path:
+    """``<log>.torn-<offset>``; an existing file with the same bytes (an earlier attempt that
+    crashed before truncating) is reused, different bytes get a ``.<n>`` suffix."""
     base = path.with_name(f"{path.name}.torn-{offset}")
     candidate, n = base, 1
     while candidate.exists():
+        if candidate.read_bytes() == torn:
+            return candidate
         candidate = base.with_name(f"{base.name}.{n}")
         n += 1
     return candidate
+
+
+def _unrecorded_asides(path: Path, recorded: set[str]) -> list[TornTail]:
+    found = []
+    try:
+        for aside in path.parent.glob(f"{path.name}.torn-*"):
+            match = _ASIDE_RE.search(aside.name)
+            if match and aside.name not in recorded:
+                data = aside.read_bytes()
+                found.append(
+                    TornTail(int(match.group(1)), len(data), sha256_digest(data), aside.name)
+                )
+    except OSError as exc:
+        raise storage_error(exc, f"reading torn-tail files next to {path}") from None
+    return sorted(found, key=lambda t: (t.offset, t.saved_as))
 
 
 def _fsync_dir(directory: Path) -> None:

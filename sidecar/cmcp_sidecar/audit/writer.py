@@ -75,6 +75,7 @@ class ChainWriter:
         self._cond = threading.Condition()
         self._closing = False
         self.failure: AuditUnavailable | None = None
+        self.syncs = 0  # write+sync rounds so far (metrics; shows group commit at work)
         self._thread = threading.Thread(target=self._run, name="cmcp-audit-writer", daemon=True)
 
     def start(self) -> None:
@@ -129,6 +130,7 @@ class ChainWriter:
             while view:
                 view = view[os.write(self.fd, view) :]
             os.fdatasync(self.fd)
+            self.syncs += 1
             if os.fstat(self.fd).st_nlink == 0:
                 raise AuditUnavailable(
                     f"the audit log {self._path} was removed while in use",

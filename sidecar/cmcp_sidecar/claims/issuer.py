@@ -17,8 +17,9 @@ Usage, in the gateway::
 Claim sessions: in the 2025 protocol revisions, the MCP session (``Mcp-Session-Id``); in the
 stateless 2026-07-28 revision, one principal's traffic within an interval of
 ``interval_seconds`` (the id is derived per principal and interval, e.g.
-``st-20260728t101500z-<16 hex>``, lowercase so it names files and objects as is). :meth:`claim_session_id` returns None for an MCP session
-that was already closed (its requests are audited without a session).
+``st-20260728t101500z-<16 hex>``, lowercase so it can name files and objects).
+:meth:`claim_session_id` returns None for an MCP session that was already closed (its
+requests are audited without a session).
 
 Modes: ``session`` — a claim when a session ends (close, DELETE, idle timeout, or the end of a
 stateless interval); ``call`` — additionally a claim after every ``tools/call``; ``interval``
