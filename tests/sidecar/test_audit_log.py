@@ -222,3 +222,19 @@ async def test_cancelled_appender_does_not_disturb_the_chain(tmp_path: Path) -> 
         nxt = await log.append(call("s"))
     records = audit.read_log((tmp_path / LOG_FILE).read_bytes())
     assert audit.verify_chain(records).length == nxt.seq + 1
+
+
+async def test_observers_see_durable_records_in_order_and_cannot_block_appends(
+    tmp_path: Path,
+) -> None:
+    seen: list[int] = []
+
+    def broken(record: audit.AuditRecord) -> None:
+        raise RuntimeError("observer bug")
+
+    async with await AuditLog.open(tmp_path, instance_id="gw") as log:
+        log.subscribe(lambda r: seen.append(r.entry["seq"]))
+        log.subscribe(broken)
+        results = await asyncio.gather(*(log.append(call("s")) for _ in range(20)))
+        assert sorted(r.seq for r in results) == list(range(20))
+    assert seen == list(range(20))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmcp_sidecar.attest import Attestor, SigningIdentity
+from cmcp_sidecar.attest import (
+    AttestationError,
+    AttestationProvider,
+    Attestor,
+    Evidence,
+    Probe,
+    SigningIdentity,
+)
 from cmcp_sidecar.attest.selfmeasure import self_measurement
 from cmcp_sidecar.attest.software import SoftwareProvider
 from cmcp_sidecar.audit import AuditLog, CallEntry
@@ -65,12 +74,13 @@ async def trail(
     idle_timeout_seconds: float = 900,
     validity_seconds: float = 3600,
     staleness_policy: str = "fail_closed",
+    provider: AttestationProvider | None = None,
 ) -> AsyncIterator[Trail]:
     """Audit log, software attestor and claim issuer wired as the gateway wires them."""
     log = await AuditLog.open(root / "audit", instance_id="gw-test", fsync="batch")
     identity = SigningIdentity.generate()
     attestor = Attestor(
-        SoftwareProvider(dev_mode=True),
+        provider or SoftwareProvider(dev_mode=True),
         identity,
         bundle_hash=BUNDLE,
         catalog_hash=CATALOG,
@@ -99,6 +109,40 @@ async def trail(
         await issuer.close()
         await attestor.close()
         await log.close()
+
+
+class DeviceFileProvider(AttestationProvider):
+    """A stand-in for a hardware provider whose device is a file, so tests can make the
+    device vanish for real (delete the file) and come back. Its evidence is self-measured
+    like the software provider's (type ``software``): it exercises the attestor, not a TEE."""
+
+    name = "test-device"
+    evidence_type = "software"
+    platform = "software-only"
+
+    def __init__(self, device: Path, *, delay: float = 0.0) -> None:
+        self.device, self.delay, self.collections = device, delay, 0
+
+    async def probe(self) -> Probe:
+        ok = self.device.exists()
+        return Probe(ok, f"{self.device} {'present' if ok else 'missing'}")
+
+    async def collect(self, report_data: bytes) -> Evidence:
+        self.collections += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        try:
+            content = await asyncio.to_thread(self.device.read_bytes)
+        except FileNotFoundError:
+            raise AttestationError(
+                self.name, f"device {self.device} is missing", hint="load the TEE driver"
+            ) from None
+        return Evidence(
+            members={"report": content + report_data},
+            measurement=sha256_digest(content),
+            report_data=report_data,
+            collected_at=int(time.time()),
+        )
 
 
 def cmcp_verify(*args: str) -> subprocess.CompletedProcess[str]:

@@ -35,9 +35,14 @@ class SelfMeasurement:
 
 @cache
 def self_measurement() -> SelfMeasurement:
-    """Measure the installed packages once per process (blocking: run in a thread)."""
+    """Measure the installed gateway packages once per process (blocking: run in a thread)."""
+    return measure_packages(PACKAGES)
+
+
+def measure_packages(packages: tuple[str, ...]) -> SelfMeasurement:
+    """Measure the files of importable packages (see the module docs for the preimage)."""
     files: dict[str, str] = {}
-    for package in PACKAGES:
+    for package in packages:
         module = importlib.import_module(package)
         root = Path(module.__file__ or "").parent
         for path in sorted(root.rglob("*")):

@@ -29,6 +29,7 @@ order, before the appender's ``await`` returns and in the same loop step that mo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ FsyncMode = Literal["every", "batch"]
 Observer = Callable[[audit.AuditRecord], None]
 LOG_FILE = "audit.log"
 _EXPORT_CHUNK = 1 << 20
+logger = logging.getLogger("cmcp.audit")
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,12 @@ class AuditLog:
                 self.root = record.hash
             self.tip, self.length, self._size = record.hash, self.length + 1, outcome.end_offset
             for observer in self._observers:
-                observer(record)
+                try:
+                    observer(record)
+                except Exception:  # an observer's bug must not hold up durable appends
+                    logger.exception(
+                        "audit observer %r failed on seq %d", observer, self.length - 1
+                    )
             if not future.done():
                 future.set_result(Appended(record.entry["seq"], record.hash))
 

@@ -108,6 +108,14 @@ class ChainWriter:
             except AuditUnavailable as exc:
                 self._stop_with(exc, batch)
                 return
+            except Exception as exc:  # a bug must fail the appends, not hang them
+                error = AuditUnavailable(
+                    f"the audit writer failed: {type(exc).__name__}: {exc}",
+                    code="audit.writer_failed",
+                    hint="restart the gateway; report this as a bug",
+                )
+                self._stop_with(error, batch)
+                return
             self._call_loop(self._deliver, outcomes)
 
     def _take(self) -> list[Pending]:

@@ -40,6 +40,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -138,9 +139,7 @@ class ClaimIssuer:
         self.data_class_order = data_class_order
         self.policy_status = PolicyStatus()
         self.stats = IssuerStats()
-        self._epoch = hashlib.sha256(
-            time.time_ns().to_bytes(8, "big") + settings.instance_id.encode()
-        )
+        self._epoch = hashlib.sha256(os.urandom(32))  # keeps principals out of session ids
         self._ledgers: dict[str, SessionLedger] = {}
         self._closed_ledgers: OrderedDict[str, tuple[float, SessionLedger]] = OrderedDict()
         self._closed_ids: OrderedDict[str, None] = OrderedDict()
@@ -185,21 +184,27 @@ class ClaimIssuer:
         """The claim session of a request (see the module docs); None for a closed session."""
         if mcp_session_id is not None:
             return None if mcp_session_id in self._closed_ids else mcp_session_id
-        t = time.time() if now is None else now
-        start = int(t // self.interval * self.interval)
-        key = (principal, start)
-        sid, generation = self._stateless.get(key, ("", 0))
+        t_ms = int((time.time() if now is None else now) * 1000)
+        interval_ms = max(1, int(self.interval * 1000))
+        start_ms = t_ms // interval_ms * interval_ms
+        key = (principal, start_ms)
+        sid, generation = self._stateless.get(key, ("", -1))
         if sid and sid not in self._closed_ids:
             return sid
-        if sid:
+        while True:  # a session closed early (POST close) is followed by a new one
             generation += 1
-        epoch = self._epoch.copy()
-        epoch.update(f"\0{principal}\0{start}\0{generation}".encode("utf-8", "surrogatepass"))
-        stamp = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y%m%dt%H%M%Sz")
-        sid = f"st-{stamp}-{epoch.hexdigest()[:16]}"
+            sid = self._stateless_id(principal, start_ms, generation)
+            if sid not in self._closed_ids:
+                break
         self._stateless[key] = (sid, generation)
-        self._stateless_end[sid] = time.monotonic() + (start + self.interval - t)
+        self._stateless_end[sid] = time.monotonic() + (start_ms + interval_ms - t_ms) / 1000
         return sid
+
+    def _stateless_id(self, principal: str, start_ms: int, generation: int) -> str:
+        digest = self._epoch.copy()
+        digest.update(f"\0{principal}\0{start_ms}\0{generation}".encode("utf-8", "surrogatepass"))
+        stamp = dt.datetime.fromtimestamp(start_ms // 1000, dt.UTC).strftime("%Y%m%dt%H%M%Sz")
+        return f"st-{stamp}-{digest.hexdigest()[:16]}"
 
     async def close_session(self, session_id: str, reason: str = "close") -> bytes | None:
         """End a session and return its final claim (None if it never had entries)."""
