@@ -1,11 +1,13 @@
 """Benchmark: audit appends per second (fsync every vs batch) and claim build+sign time.
 
-    python tests/bench/bench_audit.py [--appends 4000] [--dir DIR] [--json]
+    python tests/bench/bench_audit.py [--appends 4096] [--dir DIR] [--json]
 
 Appends: N durable appends of a typical call entry from C concurrent tasks (C = 1, 8, 64),
 for ``fsync: every`` and ``fsync: batch`` (no extra delay), on the file system of ``--dir``
-(default: a temporary directory). Reports appends/s, append latency p50/p99 and syncs per
-entry. Claims: build + sign + RFC 8785 encode for sessions of 10, 100 and 1000 entries, and the
+(default: a temporary directory). Reports appends/s, append latency p50/p99 and entries per
+sync, next to the floor: raw ``write`` + ``fdatasync`` of one line on the same file system,
+measured before and after (a shared disk's sync latency varies; compare within one run).
+Claims: build + sign + RFC 8785 encode for sessions of 10, 100 and 1000 entries, and the
 verifier's check of the same claim, median of repeated runs.
 """
 
@@ -88,6 +90,27 @@ async def bench_appends(
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[min(n - 1, n * 99 // 100)] * 1000, 3),
         "entries_per_sync": round(n / max(syncs, 1), 1),
+    }
+
+
+def bench_raw_sync(directory: Path, count: int) -> dict[str, Any]:
+    """The floor: one ``write`` + ``fdatasync`` of a 400-byte line, same file system."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(fd, b"x" * 399 + b"\n")
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+    times.sort()
+    return {
+        "syncs_per_s": round(count / sum(times)),
+        "p50_ms": round(times[len(times) // 2] * 1000, 3),
+        "p99_ms": round(times[len(times) * 99 // 100] * 1000, 3),
     }
 
 
@@ -174,13 +197,20 @@ def machine(directory: Path) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    raw_before = bench_raw_sync(root / "raw", 500)
     appends = []
     for fsync in ("every", "batch"):
         for concurrency in (1, 8, 64):
             directory = root / f"{fsync}-{concurrency}"
             appends.append(await bench_appends(directory, fsync, concurrency, args.appends))
+    raw_after = bench_raw_sync(root / "raw", 500)
     claims = await bench_claims((10, 100, 1000), args.repeat)
-    return {"machine": machine(root), "appends": appends, "claims": claims}
+    return {
+        "machine": machine(root),
+        "raw_sync": [raw_before, raw_after],
+        "appends": appends,
+        "claims": claims,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -188,6 +218,14 @@ def markdown(result: dict[str, Any]) -> str:
     out = [
         f"Machine: {m['cpus']} CPUs, {m['cpu_model']}, Python {m['python']}, "
         f"audit file on {m['filesystem']}.",
+        "",
+        "Floor, same file system, before and after the append runs: write + fdatasync of one "
+        "400-byte line: "
+        + "; ".join(
+            f"{r['syncs_per_s']}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+            for r in result["raw_sync"]
+        )
+        + ".",
         "",
         "| fsync | concurrent appenders | appends/s | p50 ms | p99 ms | entries per sync |",
         "|---|---|---|---|---|---|",

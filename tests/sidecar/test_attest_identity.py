@@ -36,7 +36,7 @@ async def test_private_key_never_reaches_disk(
         for decision in ("allow", "deny", "redact"):
             await t.log.append(call(sid, decision))
         await t.issuer.close_session(sid or "")
-        await t.issuer.claim_with_nonce(sid or "", b"nonce")
+        await t.issuer.claim_now(sid or "", b"nonce")
         await t.export()
     needles = [raw, pkcs8, raw.hex().encode(), b64url_encode(raw).encode()]
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

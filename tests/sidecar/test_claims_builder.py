@@ -102,7 +102,7 @@ async def test_nonce_bound_claim(tmp_path: Path) -> None:
     async with trail(tmp_path) as t:
         sid = t.issuer.claim_session_id(mcp_session_id="n-1", principal="p")
         await t.log.append(call(sid))
-        claim = await t.issuer.claim_with_nonce(sid or "", b"verifier-nonce-42")
+        claim = await t.issuer.claim_now(sid or "", b"verifier-nonce-42")
         log = await t.export()
     report = verify_claim(
         claim, ClaimPolicy(allow_software=True, audit_log=log, nonce=b"verifier-nonce-42")

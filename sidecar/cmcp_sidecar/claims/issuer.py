@@ -11,7 +11,7 @@ Usage, in the gateway::
     issuer.policy_status = PolicyStatus(...)        # on reload / catalog drift
     await issuer.close_session(sid)                 # DELETE /mcp, POST /sessions/{id}/close
     await issuer.latest(sid)                        # GET /claims/{id} (bytes or None)
-    await issuer.claim_with_nonce(sid, nonce)       # a fresh claim bound to a nonce
+    await issuer.claim_now(sid, nonce=b"…")         # a fresh, unstored claim (nonce optional)
     await issuer.close()                            # final claims for open sessions
 
 Claim sessions: in the 2025 protocol revisions, the MCP session (``Mcp-Session-Id``); in the
@@ -75,7 +75,7 @@ class ClaimError(CmcpError):
 class IssuerStats:
     """Counters for /metrics."""
 
-    issued: dict[str, int] = field(default_factory=dict)  # by reason
+    issued: dict[str, int] = field(default_factory=dict)  # by reason, once stored (or queued)
     failed: int = 0  # build/sign failures
     write_failures: int = 0
     unwritten: int = 0
@@ -228,8 +228,9 @@ class ClaimIssuer:
             return indexed.data
         return await self.sink.get(indexed.name)
 
-    async def claim_with_nonce(self, session_id: str, nonce: bytes) -> bytes:
-        """A fresh claim of a session bound to a verifier's nonce (not stored)."""
+    async def claim_now(self, session_id: str, nonce: bytes = b"") -> bytes:
+        """A fresh claim of an open (or just closed) session, not stored; with ``nonce`` it
+        rests on new evidence bound to that nonce (``GET /claims/{id}?nonce=``)."""
         bound = await self.attestor.evidence_for_nonce(nonce)
         ledger = self._find_ledger(session_id)
         if ledger is None:
@@ -350,8 +351,8 @@ class ClaimIssuer:
         current = self._index.get(session_id)
         if current is None or current.length <= chain.length:
             self._index[session_id] = indexed
-        self.stats.issued[reason] = self.stats.issued.get(reason, 0) + 1
         await self._store(session_id, name, data, indexed)
+        self.stats.issued[reason] = self.stats.issued.get(reason, 0) + 1
         return data
 
     async def _store(self, session_id: str, name: str, data: bytes, indexed: _Indexed) -> None:
