@@ -16,8 +16,9 @@ never enter the log: arguments and results are recorded as :func:`json_digest` v
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import sha256_digest
@@ -44,16 +45,26 @@ def json_digest(value: Any) -> str:
     return sha256_digest(canonical_bytes(value, allow_floats=True))
 
 
-def _compact(members: dict[str, Any]) -> dict[str, Any]:
-    """Drop absent optional members so entries stay small (``None`` = not applicable)."""
-    return {k: v for k, v in members.items() if v is not None}
+class _Fields:
+    """``fields()`` from the dataclass fields: tuples become lists, absent optional members
+    (``None``) are left out so entries stay small; ``session`` always appears."""
+
+    __slots__ = ()
+
+    def fields(self) -> dict[str, Any]:
+        members: dict[str, Any] = {"session": None}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is not None:
+                members[f.name] = list(value) if isinstance(value, tuple) else value
+        return members
 
 
 @dataclass(frozen=True, slots=True)
-class CallEntry:
+class CallEntry(_Fields):
     """A ``tools/call``: the decision, whether it went upstream, and digests of the payloads."""
 
-    kind: ClassVar[str] = "call"
+    kind: Literal["call"] = field(default="call", init=False)
     session: str | None
     principal: str
     tool: str  # as the agent sees it (with the upstream's prefix, if any)
@@ -69,30 +80,9 @@ class CallEntry:
     labels: tuple[str, ...] = ()  # catalog labels of the tool (data classes among them)
     method: str = "tools/call"
 
-    def fields(self) -> dict[str, Any]:
-        return _compact(
-            {
-                "kind": self.kind,
-                "session": self.session,
-                "method": self.method,
-                "principal": self.principal,
-                "tool": self.tool,
-                "upstream": self.upstream,
-                "decision": self.decision,
-                "mode": self.mode,
-                "forwarded": self.forwarded,
-                "bundle": self.bundle,
-                "policies": list(self.policies),
-                "arguments": self.arguments,
-                "result": self.result,
-                "error": self.error,
-                "labels": list(self.labels),
-            }
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class OperationEntry:
+class OperationEntry(_Fields):
     """Any other audited MCP request: ``tools/list`` (``list``), ``resources/read``
     (``resource``), ``prompts/get`` (``prompt``) or another method (``operation``)."""
 
@@ -112,34 +102,13 @@ class OperationEntry:
     error: str | None = None
     labels: tuple[str, ...] = ()
 
-    def fields(self) -> dict[str, Any]:
-        return _compact(
-            {
-                "kind": self.kind,
-                "session": self.session,
-                "method": self.method,
-                "principal": self.principal,
-                "target": self.target,
-                "upstream": self.upstream,
-                "decision": self.decision,
-                "mode": self.mode,
-                "forwarded": self.forwarded,
-                "bundle": self.bundle,
-                "policies": list(self.policies),
-                "params": self.params,
-                "result": self.result,
-                "error": self.error,
-                "labels": list(self.labels),
-            }
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class FaultEntry:
+class FaultEntry(_Fields):
     """A request that failed before or outside a policy decision (bad input, upstream fault,
     missing token). ``error`` is the stable error code the agent received."""
 
-    kind: ClassVar[str] = "fault"
+    kind: Literal["fault"] = field(default="fault", init=False)
     session: str | None
     error: str
     forwarded: bool
@@ -150,34 +119,14 @@ class FaultEntry:
     bundle: str | None = None
     params: str | None = None  # json_digest of the request body, when it parsed
 
-    def fields(self) -> dict[str, Any]:
-        return _compact(
-            {
-                "kind": self.kind,
-                "session": self.session,
-                "error": self.error,
-                "forwarded": self.forwarded,
-                "principal": self.principal,
-                "method": self.method,
-                "tool": self.tool,
-                "upstream": self.upstream,
-                "bundle": self.bundle,
-                "params": self.params,
-            }
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class LifecycleEntry:
+class LifecycleEntry(_Fields):
     """A gateway event: ``start``, ``stop``, ``bundle_loaded``, ``bundle_rejected``,
     ``attested``, ``attestation_stale`` … ``details`` holds small non-secret facts
     (hashes, counts, codes), never payloads or credentials."""
 
-    kind: ClassVar[str] = "lifecycle"
+    kind: Literal["lifecycle"] = field(default="lifecycle", init=False)
     event: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] | None = None
     session: str | None = None
-
-    def fields(self) -> dict[str, Any]:
-        members = {"kind": self.kind, "session": self.session, "event": self.event}
-        return {**members, "details": self.details} if self.details else members
