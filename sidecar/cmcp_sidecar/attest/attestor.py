@@ -277,8 +277,13 @@ class Attestor:
                 )
             future = asyncio.ensure_future(self._collect(nonce, self._bundle, self._catalog))
             self._inflight[key] = future
-            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+            future.add_done_callback(lambda done: self._settled(key, done))
         return await asyncio.shield(future)
+
+    def _settled(self, key: tuple[bytes, str, str], done: asyncio.Future[BoundEvidence]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: waiters that went away must not leave it unread
 
     async def _collect(self, nonce: bytes, bundle: str, catalog: str) -> BoundEvidence:
         binding = binding_digest(self.identity.thumbprint, bundle, catalog, nonce)

@@ -40,6 +40,11 @@ class AuditUnavailable(CmcpError):
 
     code = "audit.unavailable"
 
+    def again(self) -> AuditUnavailable:
+        """A fresh copy for another caller (one instance raised in many tasks tangles
+        tracebacks)."""
+        return AuditUnavailable(self.message, code=self.code, hint=self.hint)
+
 
 class AuditCorrupt(CmcpError):
     """The existing chain does not verify; the log refuses to open (fail closed)."""

@@ -108,8 +108,12 @@ class AuditLog:
             fail=log._on_failure,
         )
         log._writer.start()
-        for torn in opened.unrecorded:
-            await log.append(_recovery_fields(torn))
+        try:
+            for torn in opened.unrecorded:
+                await log.append(_recovery_fields(torn))
+        except BaseException:
+            await log.close()
+            raise
         return log
 
     @property
@@ -205,9 +209,7 @@ class AuditLog:
         self.failure = error
         for item in pending:
             if not item.future.done():
-                item.future.set_exception(
-                    AuditUnavailable(error.message, code=error.code, hint=error.hint)
-                )
+                item.future.set_exception(error.again())
 
 
 def _check_fields(fields: dict[str, Any]) -> None:

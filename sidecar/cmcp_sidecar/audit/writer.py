@@ -85,7 +85,7 @@ class ChainWriter:
         """Queue an entry (called on the event loop); raises once the writer has failed."""
         with self._cond:
             if self.failure is not None:
-                raise _copy(self.failure)
+                raise self.failure.again()
             if self._closing:
                 raise AuditUnavailable("the audit log is closed", code="audit.closed")
             self._queue.append(pending)
@@ -187,8 +187,3 @@ class ChainWriter:
         # RuntimeError: the event loop is gone, so nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(fn, *args)
-
-
-def _copy(error: AuditUnavailable) -> AuditUnavailable:
-    """A fresh exception per caller (raising one instance from many tasks tangles tracebacks)."""
-    return AuditUnavailable(error.message, code=error.code, hint=error.hint)

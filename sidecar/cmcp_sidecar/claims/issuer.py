@@ -12,7 +12,7 @@ Usage, in the gateway::
     await issuer.close_session(sid)                 # DELETE /mcp, POST /sessions/{id}/close
     await issuer.latest(sid)                        # GET /claims/{id} (bytes or None)
     await issuer.claim_now(sid, nonce=b"…")         # a fresh, unstored claim (nonce optional)
-    await issuer.close()                            # final claims for open sessions
+    await issuer.close()        # final claims for open sessions; before attestor and log
 
 Claim sessions: in the 2025 protocol revisions, the MCP session (``Mcp-Session-Id``); in the
 stateless 2026-07-28 revision, one principal's traffic within an interval of
