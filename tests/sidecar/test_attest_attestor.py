@@ -11,30 +11,26 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cmcp_sidecar.attest import (
     AttestationBusy,
     AttestationError,
+    AttestationProvider,
     Attestor,
     Evidence,
     SigningIdentity,
 )
 from cmcp_sidecar.attest.selfmeasure import self_measurement
 from cmcp_sidecar.attest.software import SoftwareProvider
-from cmcp_sidecar.claims import (
-    ChainPoint,
-    ClaimSettings,
-    LedgerSnapshot,
-    PolicyStatus,
-    build_claim,
-)
-from cmcp_verifier.audit import SUMMARY_KEYS
 from cmcp_verifier.binding import binding_digest
-from cmcp_verifier.digests import ZERO_DIGEST, sha256_digest
+from cmcp_verifier.canonical import parse_json
+from cmcp_verifier.digests import sha256_digest
+from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
-from .trailkit import BUNDLE, CATALOG, DeviceFileProvider
+from .trailkit import BUNDLE, CATALOG, DeviceFileProvider, call, trail
 
 
 def _device(tmp_path: Path) -> Path:
@@ -43,14 +39,10 @@ def _device(tmp_path: Path) -> Path:
     return device
 
 
-def _attestor(provider: object, **kw: object) -> Attestor:
-    options: dict[str, object] = {"validity_seconds": 3600, **kw}
+def _attestor(provider: AttestationProvider, **kw: Any) -> Attestor:
+    options: dict[str, Any] = {"validity_seconds": 3600, **kw}
     return Attestor(
-        provider,  # type: ignore[arg-type]
-        SigningIdentity.generate(),
-        bundle_hash=BUNDLE,
-        catalog_hash=CATALOG,
-        **options,  # type: ignore[arg-type]
+        provider, SigningIdentity.generate(), bundle_hash=BUNDLE, catalog_hash=CATALOG, **options
     )
 
 
@@ -109,36 +101,21 @@ async def test_fail_closed_stops_forwarding_when_stale_and_recovers(tmp_path: Pa
 
 async def test_warn_only_keeps_forwarding_and_marks_claims(tmp_path: Path) -> None:
     device = _device(tmp_path)
-    attestor = _attestor(
-        DeviceFileProvider(device), validity_seconds=0.5, staleness_policy="warn_only"
-    )
-    await attestor.start()
-    try:
+    provider = DeviceFileProvider(device)
+    async with trail(
+        tmp_path, provider=provider, validity_seconds=0.5, staleness_policy="warn_only"
+    ) as t:
         device.unlink()
         await asyncio.sleep(0.8)
-        assert not attestor.fresh and attestor.may_forward()
-        assert attestor.status().state == "stale"
-        claim = build_claim(
-            identity=attestor.identity,
-            settings=ClaimSettings(
-                instance_id="gw", subject="spiffe://t/x", build_digest=sha256_digest(b"x")
-            ),
-            policy=PolicyStatus(),
-            ledger=LedgerSnapshot(
-                "s", "mcp-session", None, (), _zero_counts(), "public", None, None
-            ),
-            chain=ChainPoint(None, ZERO_DIGEST, 0),
-            attestation=attestor.current,
-            stale=not attestor.fresh,
-            reason="close",
-        )
-        assert claim["gateway"]["attestation"]["stale"] is True
-    finally:
-        await attestor.close()
-
-
-def _zero_counts() -> dict[str, int]:
-    return dict.fromkeys(SUMMARY_KEYS, 0)
+        assert not t.attestor.fresh and t.attestor.may_forward()
+        assert t.attestor.status().state == "stale"
+        sid = t.issuer.claim_session_id(mcp_session_id="warn-1", principal="p")
+        await t.log.append(call(sid))
+        claim = await t.issuer.close_session(sid or "")
+        assert claim is not None
+        assert parse_json(claim)["gateway"]["attestation"]["stale"] is True
+        policy = ClaimPolicy(allow_software=True, audit_log=await t.export())
+        assert verify_claim(claim, policy).verified  # marked, still verifiable
 
 
 async def test_update_rebinds_and_a_failed_update_keeps_the_old_evidence(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from cmcp_sidecar.audit import (
     AuditLog,
     AuditUnavailable,
     FaultEntry,
+    FsyncMode,
     LifecycleEntry,
     OperationEntry,
     json_digest,
@@ -26,8 +27,8 @@ from .trailkit import BUNDLE, call, cmcp_verify
 
 
 @pytest.mark.parametrize("fsync", ["every", "batch"])
-async def test_appends_are_chained_durable_and_verifiable(tmp_path: Path, fsync: str) -> None:
-    log = await AuditLog.open(tmp_path, instance_id="gw-1", fsync=fsync)  # type: ignore[arg-type]
+async def test_appends_are_chained_durable_and_verifiable(tmp_path: Path, fsync: FsyncMode) -> None:
+    log = await AuditLog.open(tmp_path, instance_id="gw-1", fsync=fsync)
     results = [await log.append(call("s1", d)) for d in ("allow", "deny", "redact", "error")]
     assert [r.seq for r in results] == [0, 1, 2, 3]
     assert (log.root, log.tip, log.length) == (results[0].hash, results[-1].hash, 4)
@@ -54,8 +55,9 @@ async def test_reopen_verifies_and_continues_the_chain(tmp_path: Path) -> None:
 
 
 async def test_group_commit_shares_syncs_and_every_syncs_each(tmp_path: Path) -> None:
-    for fsync, expect_shared in (("batch", True), ("every", False)):
-        log = await AuditLog.open(tmp_path / fsync, instance_id="gw", fsync=fsync)  # type: ignore[arg-type]
+    modes: tuple[tuple[FsyncMode, bool], ...] = (("batch", True), ("every", False))
+    for fsync, expect_shared in modes:
+        log = await AuditLog.open(tmp_path / fsync, instance_id="gw", fsync=fsync)
         results = await asyncio.gather(*(log.append(call(f"s{i % 4}")) for i in range(200)))
         assert sorted(r.seq for r in results) == list(range(200))
         if expect_shared:

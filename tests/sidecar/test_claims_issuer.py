@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cmcp_sidecar.claims import DirectorySink, claim_name
@@ -22,9 +23,9 @@ def _claim_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.json"))
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.02)
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cmcp_sidecar.attest import (
     AttestationError,
@@ -18,6 +19,7 @@ from cmcp_sidecar.attest import (
     Evidence,
     Probe,
     SigningIdentity,
+    StalenessPolicy,
 )
 from cmcp_sidecar.attest.selfmeasure import self_measurement
 from cmcp_sidecar.attest.software import SoftwareProvider
@@ -37,20 +39,19 @@ CATALOG = sha256_digest(b"test catalog")
 PRINCIPAL = "demo/agent"
 
 
-def call(session: str | None, decision: Decision = "allow", **extra: object) -> CallEntry:
+def call(session: str | None, decision: Decision = "allow", **extra: Any) -> CallEntry:
     """A call entry as the proxy would write it."""
-    fields: dict[str, object] = {
-        "session": session,
-        "principal": PRINCIPAL,
-        "tool": "echo",
-        "upstream": "everything",
-        "decision": decision,
-        "mode": "enforcing",
-        "forwarded": decision in ("allow", "redact"),
-        "bundle": BUNDLE,
+    return CallEntry(
+        session=session,
+        principal=PRINCIPAL,
+        tool="echo",
+        upstream="everything",
+        decision=decision,
+        mode="enforcing",
+        forwarded=decision in ("allow", "redact"),
+        bundle=BUNDLE,
         **extra,
-    }
-    return CallEntry(**fields)  # type: ignore[arg-type]
+    )
 
 
 @dataclass
@@ -73,7 +74,7 @@ async def trail(
     interval_seconds: float = 300,
     idle_timeout_seconds: float = 900,
     validity_seconds: float = 3600,
-    staleness_policy: str = "fail_closed",
+    staleness_policy: StalenessPolicy = "fail_closed",
     provider: AttestationProvider | None = None,
 ) -> AsyncIterator[Trail]:
     """Audit log, software attestor and claim issuer wired as the gateway wires them."""
@@ -85,7 +86,7 @@ async def trail(
         bundle_hash=BUNDLE,
         catalog_hash=CATALOG,
         validity_seconds=validity_seconds,
-        staleness_policy=staleness_policy,  # type: ignore[arg-type]
+        staleness_policy=staleness_policy,
     )
     await attestor.start()
     settings = ClaimSettings(
