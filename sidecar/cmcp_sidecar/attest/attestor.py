@@ -71,10 +71,10 @@ class BoundEvidence:
             "stale": stale,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, stale: bool = False) -> dict[str, Any]:
         """The body of ``GET /attestation``: evidence and every input of its binding."""
         return {
-            **self.claim_member(stale=False),
+            **self.claim_member(stale=stale),
             "provider": self.provider,
             "platform": self.platform,
             "measurement": self.evidence.measurement,
@@ -215,17 +215,20 @@ class Attestor:
             and time.monotonic() - self._current_at < self.validity_seconds
         )
 
-    def status(self) -> AttestationStatus:
-        state: State
+    @property
+    def state(self) -> State:
+        """``starting``, ``fresh``, ``stale`` or ``closed``."""
         if self._closed:
-            state = "closed"
-        elif self._current is None:
-            state = "starting"
-        else:
-            state = "fresh" if self.fresh else "stale"
+            return "closed"
+        if self._current is None:
+            return "starting"
+        return "fresh" if self.fresh else "stale"
+
+    def status(self) -> AttestationStatus:
+        """Everything /readyz and metrics show about attestation."""
         collected = self._current.evidence.collected_at if self._current else None
         return AttestationStatus(
-            state=state,
+            state=self.state,
             provider=self.provider.name,
             platform=self.provider.platform,
             staleness_policy=self.staleness_policy,
