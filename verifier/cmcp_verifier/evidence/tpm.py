@@ -482,8 +482,7 @@ def _check_event_log(data: bytes, results: list[_QuoteResult], report: EvidenceR
         except InputError as exc:
             report.fail(f"event_log.{alg.name}", exc.message)
             continue
-        compared += 1
-        _compare_replay(alg, regs, quoted[alg_id], len(log.events), report)
+        compared += _compare_replay(alg, regs, quoted[alg_id], len(log.events), report)
     if not compared:
         report.fail(
             "event_log.replay",
@@ -498,22 +497,26 @@ def _compare_replay(
     quoted: dict[int, bytes],
     events: int,
     report: EvidenceReport,
-) -> None:
+) -> bool:
+    """Compare one bank's replay with the quoted values; False when they share no PCR."""
+    name = f"event_log.{alg.name}"
     both = sorted(set(regs) & set(quoted))
+    if not both:
+        report.skip(name, f"the log's PCR {_ranges(sorted(regs))} are not quoted in this bank")
+        return False
     wrong = [i for i in both if not hmac.compare_digest(regs[i], quoted[i])]
-    unquoted = sorted(set(regs) - set(quoted))
-    note = f"; PCR {_ranges(unquoted)} not quoted" if unquoted else ""
     if wrong:
         i = wrong[0]
-        detail = (
+        report.fail(
+            name,
             f"replay differs at PCR {_ranges(wrong)} (PCR {i}: log {regs[i].hex()[:16]}…, "
-            f"quoted {quoted[i].hex()[:16]}…)"
+            f"quoted {quoted[i].hex()[:16]}…)",
         )
     else:
-        detail = f"{events} events reproduce PCR {_ranges(both)}{note}"
-    report.add(
-        f"event_log.{alg.name}", bool(both) and not wrong, detail if both else "no PCR in common"
-    )
+        unquoted = sorted(set(regs) - set(quoted))
+        note = f"; PCR {_ranges(unquoted)} not quoted" if unquoted else ""
+        report.passed(name, f"{events} events reproduce PCR {_ranges(both)}{note}")
+    return True
 
 
 def _ranges(indices: Sequence[int]) -> str:
