@@ -61,7 +61,14 @@ from ..digests import b64url_decode, b64url_encode
 from ..errors import InputError
 from ..roots import BUNDLED, root_certificates
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import chain_problems, issued_by, load_certificate, load_certificates, read_input
+from ._common import (
+    chain_problems,
+    hex_or_raw,
+    issued_by,
+    load_certificate,
+    load_certificates,
+    read_input,
+)
 from .tcg_log import parse_event_log, replay
 from .tpm_keys import (
     AkPublic,
@@ -168,7 +175,16 @@ def verify_quotes(
     """
     report = EvidenceReport(subject=subject, platform=PLATFORM)
     try:
-        ak = _resolve_ak(ak_public, ak_cert)
+        cert = (
+            load_certificate(ak_cert, what="AK certificate")
+            if isinstance(ak_cert, bytes)
+            else ak_cert
+        )
+    except InputError as exc:
+        report.fail("ak.certificate", exc.message)
+        return report
+    try:
+        ak = _resolve_ak(ak_public, cert)
     except InputError as exc:
         report.fail("ak.key", exc.message)
         return report
@@ -187,11 +203,7 @@ def verify_quotes(
     return report
 
 
-def _resolve_ak(
-    ak_public: AkPublic | bytes | None, cert: x509.Certificate | bytes | None
-) -> AkPublic:
-    if isinstance(cert, bytes):
-        cert = load_certificate(cert, what="AK certificate")
+def _resolve_ak(ak_public: AkPublic | bytes | None, cert: x509.Certificate | None) -> AkPublic:
     if ak_public is None:
         if cert is None:
             raise InputError("no AK public key and no AK certificate given", code="tpm.no_ak")
@@ -762,7 +774,7 @@ class TpmEvidence:
                 code="usage.missing_option",
             )
         quote = Quote(
-            _read(args.tpm_quote, "quote"),
+            hex_or_raw(_read(args.tpm_quote, "quote")),
             _read(args.tpm_signature, "signature"),
             _read(args.tpm_pcrs, "PCR file") if args.tpm_pcrs else None,
         )

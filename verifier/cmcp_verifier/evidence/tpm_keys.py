@@ -98,8 +98,8 @@ def load_ak_public(data: bytes | Mapping[str, Any]) -> AkPublic:
         except (ValueError, UnsupportedAlgorithm):
             pass
         try:
-            cert = x509.load_der_x509_certificate(raw)
-        except ValueError:
+            cert = load_certificate(raw, what="AK certificate")
+        except InputError:
             pass
         else:
             return ak_from_certificate(cert)
