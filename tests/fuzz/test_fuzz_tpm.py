@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence._common import load_certificate
 from cmcp_verifier.evidence.tcg_log import parse_event_log, replay
-from cmcp_verifier.evidence.tpm import parse_gotpm_attestation, verify_quote
+from cmcp_verifier.evidence.tpm import verify_quote
+from cmcp_verifier.evidence.tpm_gotpm import parse_gotpm_attestation
 from cmcp_verifier.evidence.tpm_keys import load_ak_public, load_signature
 from cmcp_verifier.evidence.tpm_pcrs import parse_pcr_file, pcrs_to_json
 from cmcp_verifier.evidence.tpm_structures import (

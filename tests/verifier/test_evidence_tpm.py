@@ -18,13 +18,8 @@ from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
 from cmcp_verifier.evidence.tcg_log import parse_event_log, replay
-from cmcp_verifier.evidence.tpm import (
-    Attestation,
-    embed_evidence,
-    parse_gotpm_attestation,
-    verify_quote,
-    verify_quotes,
-)
+from cmcp_verifier.evidence.tpm import embed_evidence, verify_quote, verify_quotes
+from cmcp_verifier.evidence.tpm_gotpm import Attestation, parse_gotpm_attestation
 from cmcp_verifier.evidence.tpm_keys import ak_from_jwk, load_ak_public
 from cmcp_verifier.evidence.tpm_pcrs import parse_pcr_file, pcrs_to_json
 from cmcp_verifier.evidence.tpm_structures import (
