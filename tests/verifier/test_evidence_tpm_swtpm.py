@@ -12,18 +12,26 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cmcp_verifier.binding import binding_digest
 from cmcp_verifier.cli import main
 from cmcp_verifier.evidence import EvidencePolicy, evidence_types
 from cmcp_verifier.evidence.tpm import embed_evidence
 from cmcp_verifier.evidence.tpm_keys import load_ak_public
+from cmcp_verifier.evidence.tpm_structures import parse_tpms_attest
+from cmcp_verifier.keys import jwk_thumbprint, public_jwk
+from cmcp_verifier.report import Status
+from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..tpm_fixtures import Swtpm, running_swtpm
+from .claimfactory import BUNDLE, CATALOG, make_claim
 
 pytestmark = pytest.mark.tpm
 
@@ -261,3 +269,42 @@ def test_fixture_leaves_no_process(tmp_path: Path) -> None:
         pid = tpm.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# --- a whole claim carrying a swtpm quote (what the sidecar's TPM provider produces) ---------
+
+
+def test_claim_with_tpm_evidence_verifies(lab: Lab, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    nonce = b"auditor nonce"
+    binding = binding_digest(jwk_thumbprint(public_jwk(key)), BUNDLE, CATALOG, nonce)
+    ak_pub = (lab.dir / "ecc.pub").read_bytes()
+    roots, cert = _issue_ak_cert(ak_pub, tmp_path)
+
+    def claim_for(qualification: bytes) -> bytes:
+        files = lab.quote("ecc", qualification.hex(), tag=f"claim-{qualification.hex()[:8]}")
+        attest = files["msg"].read_bytes()
+        evidence = embed_evidence(attest, files["sig"].read_bytes(), ak_pub, ak_cert=cert)
+        digest = parse_tpms_attest(attest).pcr_digest
+
+        def as_tpm(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
+            trace["runtime"]["platform"] = "tpm2"
+            trace["runtime"]["measurement"] = "sha256:" + digest.hex()
+            gateway["attestation"].update(type="tpm", evidence=evidence)
+
+        claim, _ = make_claim(key, nonce=nonce, mutate=as_tpm)
+        return json.dumps(claim).encode()
+
+    policy = ClaimPolicy(nonce=nonce, evidence=EvidencePolicy(roots_dir=roots))
+    report = verify_claim(claim_for(binding), policy)
+    assert report.verified, report.render()
+    status = {c.name: c.status for c in report.checks}
+    for name in ("tpm.quote.signature", "tpm.ak.certificate", "attestation.report_data"):
+        assert status[name] is Status.PASS, name
+    assert status["runtime.measurement"] is Status.PASS
+    # A quote over another value than the binding digest does not vouch for this claim.
+    wrong = verify_claim(claim_for(bytes(32)), policy)
+    assert [c.name for c in wrong.failures] == ["attestation.report_data"]
+    # Without the private TPM root the AK is not anchored.
+    unanchored = verify_claim(claim_for(binding), ClaimPolicy(nonce=nonce))
+    assert [c.name for c in unanchored.failures] == ["tpm.ak.certificate"]
