@@ -130,7 +130,7 @@ def ak_from_jwk(jwk: Any) -> AkPublic:
             curve = _JWK_CURVES[jwk["crv"]]()
             x, y = _jwk_int(jwk, "x"), _jwk_int(jwk, "y")
             return AkPublic(ec.EllipticCurvePublicNumbers(x, y, curve).public_key(), "JWK")
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise InputError(f"AK JWK is not a valid public key: {exc}", code="tpm.key") from None
     raise InputError(
         f"AK JWK kty={str(jwk.get('kty'))[:20]!r} crv={str(jwk.get('crv'))[:20]!r} unsupported",

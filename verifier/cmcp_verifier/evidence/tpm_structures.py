@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -366,7 +367,10 @@ def _rsa_key(modulus: bytes, bits: int, exponent: int) -> rsa.RSAPublicKey:
     e = exponent or 65537
     if e < 3 or e % 2 == 0:
         raise InputError(f"TPMT_PUBLIC: bad RSA exponent {e}", code="tpm.key")
-    return rsa.RSAPublicNumbers(e, n).public_key()
+    try:
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InputError(f"TPMT_PUBLIC: unusable RSA key: {exc}", code="tpm.key") from None
 
 
 def _ecc_key(curve_id: int, x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
@@ -378,5 +382,5 @@ def _ecc_key(curve_id: int, x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
             int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve[1]()
         )
         return numbers.public_key()
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise InputError(f"TPMT_PUBLIC: point is not on curve {curve[0]}", code="tpm.key") from None
