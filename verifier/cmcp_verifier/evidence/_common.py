@@ -93,6 +93,15 @@ def hex_or_raw(data: bytes) -> bytes:
     return data
 
 
+def _parsed(cert: x509.Certificate) -> x509.Certificate:
+    """Decode the lazily parsed fields now, so that later reads cannot raise."""
+    cert.subject.rfc4514_string()
+    cert.issuer.rfc4514_string()
+    _ = cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc
+    cert.public_key()
+    return cert
+
+
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
     """One certificate from PEM or DER (trailing NULs ignored)."""
     data = data.rstrip(b"\x00")
@@ -100,9 +109,9 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificate(data)
-            return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+                return _parsed(x509.load_pem_x509_certificate(data))
+            return _parsed(x509.load_der_x509_certificate(data))
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
         raise InputError(
             f"{what} is not an X.509 certificate: {exc}", code="cert.malformed"
         ) from None
@@ -115,9 +124,9 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificates(data)
-            return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+                return [_parsed(c) for c in x509.load_pem_x509_certificates(data)]
+            return [_parsed(x509.load_der_x509_certificate(data))]
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
         raise InputError(
             f"{what} holds no readable certificate: {exc}", code="cert.malformed"
         ) from None
