@@ -461,8 +461,10 @@ def test_embedded_evidence_members() -> None:
         "quote": b64url_encode(quote("gcp-cos-ccel")),
         "event_log": b64url_encode(raw("gcp-cos-ccel.eventlog.bin")),
     }
-    report = kind.verify_embedded(members, EvidencePolicy())
+    report = kind.verify_embedded(members, EvidencePolicy(nonce=b"n", expected_measurement="x"))
     assert report.verified and status(report, "tdx.ccel") is Status.PASS
+    # The claim verifier checks nonce and measurement through the binding and the trace.
+    assert not {"tdx.nonce", "tdx.measurement"} & {c.name for c in report.checks}
     with pytest.raises(InputError):
         kind.verify_embedded({**members, "extra": ""}, EvidencePolicy())
     with pytest.raises(InputError):
@@ -590,3 +592,13 @@ def test_allow_network_says_fetching_is_not_implemented() -> None:
     policy = EvidencePolicy(allow_network=True)
     report = verify_td_quote(quote("edgeless-v4"), None, policy)
     assert "not implemented" in next(c.detail for c in report.checks if c.name == "tdx.tcb")
+
+
+def test_standalone_nonce_and_measurement_pins() -> None:
+    data = quote("gcp-cos-ccel")  # REPORTDATA is all zero
+    mr_td = "sha384:" + parse_quote(data).body.mr_td.hex()
+    good = verify_td_quote(data, None, EvidencePolicy(nonce=bytes(8), expected_measurement=mr_td))
+    assert good.verified
+    assert status(good, "tdx.nonce") is status(good, "tdx.measurement") is Status.PASS
+    bad = verify_td_quote(data, None, EvidencePolicy(nonce=b"\x01", expected_measurement="x"))
+    assert failures(bad) == {"tdx.nonce", "tdx.measurement"}

@@ -95,10 +95,8 @@ def hex_or_raw(data: bytes) -> bytes:
 
 def _parsed(cert: x509.Certificate) -> x509.Certificate:
     """Decode the lazily parsed fields now, so that later reads cannot raise."""
-    cert.subject.rfc4514_string()
-    cert.issuer.rfc4514_string()
-    _ = cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc
-    cert.public_key()
+    _ = cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc
+    _ = cert.not_valid_after_utc, cert.public_key()
     return cert
 
 

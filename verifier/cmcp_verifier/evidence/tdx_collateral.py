@@ -434,7 +434,11 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckTcb:
         raise _bad("PCK certificate has no SGX extension", "tdx.pck.extension") from None
     except ValueError as exc:
         raise _bad(f"PCK certificate extensions unreadable: {exc}", "tdx.pck.extension") from None
-    raw: bytes = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+    return parse_sgx_extension(ext.value if isinstance(ext, x509.UnrecognizedExtension) else b"")
+
+
+def parse_sgx_extension(raw: bytes) -> PckTcb:
+    """The DER value of the SGX extension: SEQUENCE OF {OID, value}, TCB nested likewise."""
     outer = _der_items(raw, "SGX extension")
     if len(outer) != 1 or outer[0][0] != 0x30:
         raise _bad("PCK certificate SGX extension is not a SEQUENCE", "tdx.pck.extension")
