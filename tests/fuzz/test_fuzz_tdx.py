@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 from cmcp_verifier.errors import CmcpError
 from cmcp_verifier.evidence import EvidencePolicy
 from cmcp_verifier.evidence.ccel import parse_ccel_table, replay_rtmrs
+from cmcp_verifier.evidence.sgx_pck import SGX_EXTENSION_OID, parse_sgx_extension
 from cmcp_verifier.evidence.tcg_eventlog import parse_event_log
 from cmcp_verifier.evidence.tdx import verify_td_quote
 from cmcp_verifier.evidence.tdx_collateral import (
-    SGX_EXTENSION_OID,
     parse_qe_identity,
-    parse_sgx_extension,
     parse_signed_json,
     parse_tcb_info,
 )

@@ -21,25 +21,21 @@ from cmcp_verifier import cli
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import CmcpError, InputError
-from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
-from cmcp_verifier.evidence import tdx as tdx_mod
+from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types, tdx_appraisal
 from cmcp_verifier.evidence.ccel import parse_ccel_table
+from cmcp_verifier.evidence.sgx_pck import parse_pck_extensions
 from cmcp_verifier.evidence.tcg_eventlog import ALG_SHA384, parse_event_log, replay
 from cmcp_verifier.evidence.tdx import TdxCollateral, TdxOptions, verify_td_quote
 from cmcp_verifier.evidence.tdx_collateral import (
-    NOT_SUPPORTED,
     OUT_OF_DATE,
-    RELAUNCH_ADVISED,
     REVOKED,
     SW_HARDENING_NEEDED,
     UP_TO_DATE,
-    QeResult,
-    evaluate_tcb,
-    parse_pck_extensions,
     parse_signed_json,
     parse_tcb_info,
 )
 from cmcp_verifier.evidence.tdx_quote import parse_quote
+from cmcp_verifier.evidence.tdx_tcb import NOT_SUPPORTED, RELAUNCH_ADVISED, QeResult, evaluate_tcb
 from cmcp_verifier.report import Status
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
@@ -309,8 +305,8 @@ def test_relaunch_and_hardening_warn_unless_strict() -> None:
     report = EvidenceReport(subject="t")
     info, q, pck = _v5_inputs()
     result = evaluate_tcb(_with_status(info, platform=SW_HARDENING_NEEDED), pck, q, None)
-    tdx_mod._judge_tcb(result, TdxOptions(), report)
-    tdx_mod._judge_tcb(result, TdxOptions(strict_tcb=True), report)
+    tdx_appraisal._judge_tcb(result, TdxOptions(), report)
+    tdx_appraisal._judge_tcb(result, TdxOptions(strict_tcb=True), report)
     assert [c.status for c in report.checks] == [Status.WARN, Status.FAIL]
 
 
@@ -341,9 +337,11 @@ def test_revoked_certificate_is_found_in_a_crl() -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     report = EvidenceReport(subject="t")
-    windows = tdx_mod._Windows(now)
+    windows = tdx_appraisal._Windows(now)
     der = crl.public_bytes(Encoding.DER)
-    tdx_mod._check_crl(der, cert, [cert], name="crl", what="CRL", windows=windows, report=report)
+    tdx_appraisal._check_crl(
+        der, cert, [cert], name="crl", what="CRL", windows=windows, report=report
+    )
     assert report.checks[-1].status is Status.FAIL and "revoked" in report.checks[-1].detail
 
 
