@@ -118,6 +118,7 @@ class _Windows:
 
 
 def common_name(cert: x509.Certificate) -> str:
+    """The subject CN (or the whole subject when it has none), for messages."""
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else cert.subject.rfc4514_string()
 
