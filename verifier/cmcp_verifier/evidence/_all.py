@@ -1,3 +1,6 @@
 """Imports every evidence module so that each registers itself."""
 
-from . import tpm  # noqa: F401
+from . import (
+    tdx,  # noqa: F401
+    tpm,  # noqa: F401
+)

@@ -108,7 +108,7 @@ _CERT_ERRORS = (
 def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
     """Parse the lazily decoded fields now, so later use cannot raise."""
     _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.extensions)
-    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
     return cert
 
 
@@ -154,12 +154,13 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def chain_problems(
-    chain: list[x509.Certificate], anchor: x509.Certificate, *, at: dt.datetime
+    chain: list[x509.Certificate], anchor: x509.Certificate, *, at: dt.datetime | None
 ) -> list[str]:
     """Problems with ``chain`` (leaf first, ending below or at ``anchor``) at time ``at``.
 
     Checks each signature up to the pinned ``anchor`` (which must be self-signed), validity
-    periods at ``at``, and that every issuer is a CA. Empty list = chain valid.
+    periods at ``at`` (``None``: the caller judges validity itself), and that every issuer is
+    a CA. Empty list = chain valid.
     """
     problems: list[str] = []
     full = list(chain)
@@ -174,7 +175,7 @@ def chain_problems(
         if not _is_ca(issuer):
             problems.append(f"{issuer.subject.rfc4514_string()} is not a CA certificate")
     for cert in full:
-        if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
+        if at is not None and not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
             problems.append(
                 f"{cert.subject.rfc4514_string()} is not valid at {at.isoformat()} "
                 f"({cert.not_valid_before_utc.date()} … {cert.not_valid_after_utc.date()})"
