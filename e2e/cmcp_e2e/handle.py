@@ -8,14 +8,15 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cmcp_e2e.errors import ClusterError
 
 DEFAULT_TIMEOUT = 60.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -124,8 +125,13 @@ class K8sCluster:
             self.delete_namespace(name)
 
     def wait_for(
-        self, what: str, predicate: Any, *, timeout: float = 30.0, interval: float = 0.25
-    ) -> Any:
+        self,
+        what: str,
+        predicate: Callable[[], T | None],
+        *,
+        timeout: float = 30.0,
+        interval: float = 0.25,
+    ) -> T:
         """Poll ``predicate()`` until it returns a truthy value; ClusterError on timeout."""
         deadline = time.monotonic() + timeout
         while True:
