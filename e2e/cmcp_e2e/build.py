@@ -186,7 +186,7 @@ def _run_logged(
         raise _fail(
             "build.failed",
             f"{what} failed (exit {rc}); full log: {log}\n{tail}",
-            f"read {log}; delete {cwd} to retry from scratch",
+            "read the log; a rerun resumes from the Go caches",
         )
     progress(f"{what}: done in {time.monotonic() - start:.0f}s")
 
