@@ -288,33 +288,60 @@ def _kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
+@dataclass(frozen=True)
+class _WrapperBuild:
+    """One `go build` of commands from a module that only builds through a wrapper."""
+
+    what: str
+    main: str
+    version: str
+    pin: Callable[[str, str], str | None]
+    packages: tuple[str, ...]
+    ldflags: str
+    log_name: str
+
+
+def _build_via_wrapper(root: Path, dest: Path, spec: _WrapperBuild, progress: Progress) -> None:
+    """Write the wrapper module into ``dest/wrapper`` and build into ``dest/bin/``."""
+    env = _go_env(root)
+    wrapper = dest / "wrapper"
+    wrapper.mkdir()
+    progress(f"{spec.what}: resolving modules (a few hundred MB on a cold cache)")
+    upstream = _module_gomod(spec.main, spec.version, cwd=wrapper, env=env)
+    gomod = wrapper_go_mod(spec.main, spec.version, upstream, spec.pin)
+    (wrapper / "go.mod").write_text(gomod)
+    total = _count_deps(spec.packages, cwd=wrapper, env=env, what=spec.what)
+    progress(f"{spec.what}: compiling {total} packages (cold: minutes)")
+    argv = ["go", "build", "-v", "-trimpath", "-ldflags", spec.ldflags]
+    argv += ["-o", str(dest / "bin") + "/", *spec.packages]
+    _run_logged(
+        argv,
+        cwd=wrapper,
+        env=env,
+        log=root / "logs" / spec.log_name,
+        what=spec.what,
+        progress=progress,
+        total=total,
+    )
+
+
 def build_kubernetes(root: Path, progress: Progress) -> None:
     """kube-apiserver, kube-controller-manager, kube-scheduler in one `go build`."""
     final = _k8s_dir(root)
     if _done(final):
         return
-    version, env, what = versions.KUBERNETES, _go_env(root), f"kubernetes {versions.KUBERNETES}"
+    version = versions.KUBERNETES
+    spec = _WrapperBuild(
+        what=f"kubernetes {version}",
+        main="k8s.io/kubernetes",
+        version=version,
+        pin=_kubernetes_pin(version),
+        packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS),
+        ldflags=_kubernetes_ldflags(version),
+        log_name="build-kubernetes.log",
+    )
     with _fresh_dir(final) as tmp:
-        wrapper = tmp / "wrapper"
-        wrapper.mkdir()
-        progress(f"{what}: resolving modules (a few hundred MB on a cold cache)")
-        upstream = _module_gomod("k8s.io/kubernetes", version, cwd=wrapper, env=env)
-        gomod = wrapper_go_mod("k8s.io/kubernetes", version, upstream, _kubernetes_pin(version))
-        (wrapper / "go.mod").write_text(gomod)
-        pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS]
-        total = _count_deps(pkgs, cwd=wrapper, env=env, what=what)
-        progress(f"{what}: compiling {', '.join(K8S_COMMANDS)} ({total} packages; cold: minutes)")
-        argv = ["go", "build", "-v", "-trimpath", "-ldflags", _kubernetes_ldflags(version)]
-        argv += ["-o", str(tmp / "bin") + "/", *pkgs]
-        _run_logged(
-            argv,
-            cwd=wrapper,
-            env=env,
-            log=root / "logs" / "build-kubernetes.log",
-            what=what,
-            progress=progress,
-            total=total,
-        )
+        _build_via_wrapper(root, tmp, spec, progress)
 
 
 def build_kwok(root: Path, progress: Progress) -> None:
@@ -397,34 +424,18 @@ def _etcd_pin(_mod: str, required: str) -> str | None:
 
 
 def _etcd_from_go(root: Path, dest: Path, progress: Progress) -> None:
-    env, what, main = (
-        _go_env(root),
-        f"etcd {versions.ETCD_GO} (Go modules)",
-        "go.etcd.io/etcd/server/v3",
+    spec = _WrapperBuild(
+        what=f"etcd {versions.ETCD_GO} (Go modules)",
+        main="go.etcd.io/etcd/server/v3",
+        version=versions.ETCD_GO,
+        pin=_etcd_pin,
+        packages=("go.etcd.io/etcd/server/v3",),
+        ldflags="-s -w",
+        log_name="build-etcd.log",
     )
-    wrapper = dest / "wrapper"
-    wrapper.mkdir()
-    upstream = _module_gomod(main, versions.ETCD_GO, cwd=wrapper, env=env)
-    (wrapper / "go.mod").write_text(wrapper_go_mod(main, versions.ETCD_GO, upstream, _etcd_pin))
-    progress(f"{what}: compiling")
-    _run_logged(
-        [
-            "go",
-            "build",
-            "-v",
-            "-trimpath",
-            "-ldflags",
-            "-s -w",
-            "-o",
-            str(dest / "bin" / "etcd"),
-            main,
-        ],
-        cwd=wrapper,
-        env=env,
-        log=root / "logs" / "build-etcd.log",
-        what=what,
-        progress=progress,
-    )
+    _build_via_wrapper(root, dest, spec, progress)
+    (built,) = (dest / "bin").iterdir()  # go names it after the package path ("server")
+    built.rename(dest / "bin" / "etcd")
 
 
 def fetch_etcd(root: Path, progress: Progress) -> None:

@@ -155,6 +155,7 @@ class LocalCluster:
         return self.handle()
 
     def handle(self) -> K8sCluster:
+        """The test-facing handle (valid once :meth:`start` returned)."""
         return K8sCluster(
             kubeconfig=self.kubeconfig,
             server=self._state.server,

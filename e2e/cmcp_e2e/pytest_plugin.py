@@ -25,7 +25,8 @@ from cmcp_e2e.external import from_environment
 from cmcp_e2e.handle import K8sCluster
 
 
-def _progress(config: pytest.Config, msg: str) -> None:
+def progress(config: pytest.Config, msg: str) -> None:
+    """Print a progress line to the terminal even while pytest captures output."""
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is None:
         print(msg, flush=True)
@@ -41,15 +42,15 @@ def k8s_cluster(
     """The cluster for this test session (see the module docstring)."""
     external = from_environment()
     if external is not None:
-        _progress(pytestconfig, f"using KUBECONFIG={external.kubeconfig} ({external.server})")
+        progress(pytestconfig, f"using KUBECONFIG={external.kubeconfig} ({external.server})")
         yield external
         return
     try:
-        tools = build.ensure_tools(progress=lambda m: _progress(pytestconfig, m))
+        tools = build.ensure_tools(progress=lambda m: progress(pytestconfig, m))
     except BuildError as exc:
         pytest.fail(exc.render(), pytrace=False)
     directory = tmp_path_factory.mktemp("k8s", numbered=True)
-    cluster = LocalCluster(directory, tools, log=lambda m: _progress(pytestconfig, m))
+    cluster = LocalCluster(directory, tools, log=lambda m: progress(pytestconfig, m))
     atexit.register(cluster.stop)
     try:
         handle = cluster.start()
@@ -60,7 +61,7 @@ def k8s_cluster(
     finally:
         cluster.stop()
         atexit.unregister(cluster.stop)
-        _progress(pytestconfig, f"control plane stopped; its logs stay in {cluster.logs}")
+        progress(pytestconfig, f"control plane stopped; its logs stay in {cluster.logs}")
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from cmcp_e2e.pytest_plugin import k8s_cluster, k8s_namespace  # noqa: F401 - fixtures
+from cmcp_e2e import build
+from cmcp_e2e.pytest_plugin import k8s_cluster, k8s_namespace, progress  # noqa: F401
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
@@ -16,3 +17,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "k8s_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.k8s)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing binaries before any test runs: a cold build outlasts a test timeout."""
+    if build.cached_tools() is None and any(i.get_closest_marker("k8s") for i in session.items):
+        build.ensure_tools(progress=lambda msg: progress(session.config, msg))

@@ -139,27 +139,13 @@ def test_server_side_apply_and_status_subresource(
     assert {"alice", "bob"} <= managers
 
     # Status is only writable through the status subresource, and that ignores spec.
-    k8s_cluster.kubectl(
-        "patch",
-        "widget",
-        "w",
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": "Ready"}, "spec": {"size": 1}}),
-    )
-    k8s_cluster.kubectl(
-        "patch",
-        "widget",
-        "w",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": "Hacked"}}),
-    )
+    def merge_patch(body: dict[str, Any], *extra: str) -> None:
+        k8s_cluster.kubectl(
+            "patch", "widget", "w", "-n", ns, "--type=merge", "-p", json.dumps(body), *extra
+        )
+
+    merge_patch({"status": {"phase": "Ready"}, "spec": {"size": 1}}, "--subresource=status")
+    merge_patch({"status": {"phase": "Hacked"}})
     obj = _json(k8s_cluster, "get", "widget", "w", "-n", ns)
     assert obj["status"] == {"phase": "Ready"}
     assert obj["spec"]["size"] == 4
