@@ -33,14 +33,17 @@ def from_environment() -> K8sCluster | None:
     if not kubeconfig or os.environ.get(FORCE_LOCAL_ENV) == "1":
         return None
     kubectl, helm = _clients()
-    env = dict(os.environ)
-    probe = subprocess.run(
-        [str(kubectl), "version", "-o", "json", "--request-timeout=5s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kubectl), *args], capture_output=True, text=True, check=False, timeout=30
+        )
+
+    try:
+        probe = run("version", "-o", "json", "--request-timeout=5s")
+        server = run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        probe = subprocess.CompletedProcess([], 1, "", str(exc))
     if probe.returncode != 0:
         warnings.warn(
             f"KUBECONFIG={kubeconfig} is not reachable ({probe.stderr.strip()[:200]}); "
@@ -48,23 +51,9 @@ def from_environment() -> K8sCluster | None:
             stacklevel=2,
         )
         return None
-    server = subprocess.run(
-        [
-            str(kubectl),
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     handle = K8sCluster(
         kubeconfig=Path(kubeconfig),
-        server=server,
+        server=server.stdout.strip(),
         kubectl_path=kubectl,
         helm_path=helm,
         simulated=False,
