@@ -103,12 +103,10 @@ def stop(records: Sequence[ProcRecord], *, grace: float = 10.0, reap: Callable[[
     """SIGTERM every group (last started first), wait, then SIGKILL what is left.
 
     ``reap`` collects exited children of this process (zombies) while waiting.
-    Only groups whose leader is still the recorded process, or that still have
-    members in their own session, are signalled.
+    Only groups whose leader is still the recorded process (same pid and start
+    time) are signalled: a recycled pid is never touched.
     """
-    ours = [r.pid for r in records if is_running(r)]
-    ours += [pid for pid in group_members(r.pid for r in records) if pid not in ours]
-    groups = [r.pid for r in reversed(records) if r.pid in ours or group_members([r.pid])]
+    groups = [r.pid for r in reversed(records) if is_running(r)]
     for pgid in groups:
         _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
