@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from ..errors import InputError
+from ._der import split_concatenated
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _HEX_TEXT_RE = re.compile(rb"^[0-9a-fA-F\s]+$")
@@ -94,13 +95,12 @@ def hex_or_raw(data: bytes) -> bytes:
 
 
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
-    """One certificate from PEM or DER (trailing NULs ignored)."""
-    data = data.rstrip(b"\x00")
+    """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificate(data)
+                return x509.load_pem_x509_certificate(data.rstrip(b"\x00"))
             return x509.load_der_x509_certificate(data)
     except ValueError as exc:
         raise InputError(
@@ -109,14 +109,16 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle, or one DER certificate."""
-    data = data.rstrip(b"\x00")
+    """All certificates of a PEM bundle (trailing NULs ignored), or of concatenated DER.
+
+    A DER certificate may well end in a zero byte, so NULs are only stripped from PEM.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificates(data)
-            return [x509.load_der_x509_certificate(data)]
+                return x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
+            return [x509.load_der_x509_certificate(d) for d in split_concatenated(data, what=what)]
     except ValueError as exc:
         raise InputError(
             f"{what} holds no readable certificate: {exc}", code="cert.malformed"
