@@ -22,6 +22,13 @@ from ._der import split_concatenated
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _HEX_TEXT_RE = re.compile(rb"^[0-9a-fA-F\s]+$")
 _SHA256 = hashes.SHA256()
+# What cryptography raises for malformed certificates (not all are ValueErrors).
+_CERT_ERRORS = (
+    ValueError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 class Reader:
@@ -94,15 +101,22 @@ def hex_or_raw(data: bytes) -> bytes:
     return data
 
 
+def _eager(cert: x509.Certificate) -> x509.Certificate:
+    """Parse the lazily decoded parts now, so a malformed one fails here (as ValueError)."""
+    _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc)
+    _ = cert.not_valid_after_utc
+    return cert
+
+
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
     """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificate(data.rstrip(b"\x00"))
-            return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+                return _eager(x509.load_pem_x509_certificate(data.rstrip(b"\x00")))
+            return _eager(x509.load_der_x509_certificate(data))
+    except _CERT_ERRORS as exc:
         raise InputError(
             f"{what} is not an X.509 certificate: {exc}", code="cert.malformed"
         ) from None
@@ -117,9 +131,12 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
-            return [x509.load_der_x509_certificate(d) for d in split_concatenated(data, what=what)]
-    except ValueError as exc:
+                certs = x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
+            else:
+                parts = split_concatenated(data, what=what)
+                certs = [x509.load_der_x509_certificate(d) for d in parts]
+            return [_eager(c) for c in certs]
+    except _CERT_ERRORS as exc:
         raise InputError(
             f"{what} holds no readable certificate: {exc}", code="cert.malformed"
         ) from None

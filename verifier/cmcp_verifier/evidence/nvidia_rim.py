@@ -146,6 +146,11 @@ def verify_rim(data: bytes, label: str, policy: EvidencePolicy, out: EvidenceRep
     for anchor in root_certificates(RIM_ROOT_FILE, policy.roots_dir):
         path = build_path(rim.signer, rim.certificates, anchor)
         problems = chain_problems(path, anchor, at=policy.now())
+        problems += [
+            f"KeyInfo certificate {c.subject.rfc4514_string()} is not on the chain"
+            for c in rim.certificates
+            if c not in path and c != anchor
+        ]
         if not problems:
             break
     out.add(

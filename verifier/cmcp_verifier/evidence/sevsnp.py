@@ -436,16 +436,17 @@ class _Verification:
         if not roots:
             self.out.fail("cert.chain", "no pinned AMD root is available")
             return
-        pinned_arks = {r.ark.fingerprint(hashes.SHA256()) for r in roots}
-        for c in supplied:
-            if issued_by(c, c) and c.fingerprint(hashes.SHA256()) not in pinned_arks:
-                self.out.fail(
-                    "cert.chain", f"supplied root {_common_name(c)!r} is not a pinned ARK"
-                )
-                return
+        stray = _stray_certificates(supplied, roots)
+        if stray:
+            self.out.fail(
+                "cert.chain",
+                f"supplied certificate {stray!r} is neither pinned nor issued by a pinned ARK",
+            )
+            return
         for root in roots:
             pinned = root.asvk if kind == "vlek" else root.ask
-            for inter in _intermediates(pinned, supplied, root.ark):
+            supplied_here = [c for c in supplied if not issued_by(c, c) and issued_by(c, root.ark)]
+            for inter in [pinned, *supplied_here] if pinned else supplied_here:
                 if issued_by(cert, inter):
                     problems = chain_problems([cert, inter], root.ark, at=self.policy.now())
                     self.product = root
@@ -555,13 +556,24 @@ class _Verification:
             )
 
 
-def _intermediates(
-    pinned: x509.Certificate | None, supplied: Iterable[x509.Certificate], ark: x509.Certificate
-) -> list[x509.Certificate]:
-    """The pinned ASK/ASVK, then supplied ones the pinned ARK signed (e.g. reissued ones)."""
-    found = [pinned] if pinned is not None else []
-    found += [c for c in supplied if not issued_by(c, c) and issued_by(c, ark)]
-    return found
+def _stray_certificates(supplied: Iterable[x509.Certificate], roots: list[AmdRoots]) -> str | None:
+    """The name of a supplied certificate that is neither pinned nor signed by a pinned ARK.
+
+    Such a certificate cannot help the chain; its presence means the evidence was damaged or
+    assembled from a foreign trust anchor, so it is rejected rather than ignored.
+    """
+    pinned = {
+        c.fingerprint(hashes.SHA256())
+        for r in roots
+        for c in (r.ark, r.ask, r.asvk)
+        if c is not None
+    }
+    for c in supplied:
+        if c.fingerprint(hashes.SHA256()) in pinned:
+            continue
+        if not any(issued_by(c, r.ark) for r in roots):
+            return _common_name(c) or c.subject.rfc4514_string()
+    return None
 
 
 def _missing_key_hint(snp: SnpReport) -> str:
