@@ -132,6 +132,11 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
                 certs = x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
+                blocks = max(data.count(b"-----BEGIN"), data.count(b"-----END"))
+                if blocks != len(certs):
+                    # cryptography skips blocks it cannot read; a damaged chain must not
+                    # quietly lose a certificate.
+                    raise ValueError(f"{blocks - len(certs)} of {blocks} PEM blocks unreadable")
             else:
                 parts = split_concatenated(data, what=what)
                 certs = [x509.load_der_x509_certificate(d) for d in parts]

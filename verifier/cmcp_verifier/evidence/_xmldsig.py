@@ -97,8 +97,8 @@ def _reference(signed_info: Element) -> tuple[hashes.HashAlgorithm, str, bytes]:
 
 def _signature_valid(cert: x509.Certificate, method: str, signature: bytes, message: bytes) -> bool:
     kind, digest = SIGNATURES[method]
-    key = cert.public_key()
     try:
+        key = cert.public_key()
         if kind == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
             half = len(signature) // 2
             if len(signature) % 2 or half != (key.curve.key_size + 7) // 8:
