@@ -402,3 +402,20 @@ def test_cli_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
         code, out = cli(capsys, *args)
         assert code == want and text in out, (args, out)
         assert "Traceback" not in out
+
+
+def test_bundled_nvidia_roots_are_the_documented_ones() -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    from cmcp_verifier.roots import root_certificates
+
+    expected = {
+        "nvidia-device-identity-root.pem": (
+            "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
+        ),
+        "nvidia-rim-root.pem": "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1",
+    }
+    for name, fingerprint in expected.items():
+        assert [c.fingerprint(hashes.SHA256()).hex() for c in root_certificates(name)] == [
+            fingerprint
+        ]
