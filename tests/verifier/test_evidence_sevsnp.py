@@ -37,6 +37,8 @@ from cmcp_verifier.report import Status
 from cmcp_verifier.roots import root_bytes
 
 from ..conftest import EVIDENCE
+from . import snpfactory
+from .snpfactory import AmdHierarchy
 
 SNP = EVIDENCE / "sev-snp"
 # Evaluation times inside every certificate's validity; the AWS VLEK expired on 2025-12-10.
@@ -559,3 +561,89 @@ def test_bundled_amd_roots_are_the_expected_arks() -> None:
         certs = load_certificates(root_bytes(f"amd-{product}-ask-ark-asvk.pem"), what="t")
         arks = [c for c in certs if c.subject == c.issuer]
         assert [a.fingerprint(hashes.SHA256()).hex() for a in arks] == [fingerprint]
+
+
+# --- layouts no public sample covers: a test AMD hierarchy ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def turin(tmp_path_factory: pytest.TempPathFactory) -> tuple[AmdHierarchy, Path]:
+    amd = AmdHierarchy("Turin")
+    return amd, amd.write_roots(tmp_path_factory.mktemp("roots"))
+
+
+TURIN_SPL = {"fmc": 1, "bootloader": 2, "tee": 3, "snp": 4, "microcode": 5}
+TURIN_CPUID = (0x1A, 0x02, 0x01)
+
+
+def _turin_report(amd: AmdHierarchy, **fields: Any) -> tuple[bytes, x509.Certificate]:
+    hwid = fields.pop("hwid", b"\x01\x02\x03\x04\x05\x06\x07\x08")
+    key, cert = amd.endorsement_key(fields.pop("spl", TURIN_SPL), hwid=hwid)
+    tcb_value = snpfactory.tcb("Turin", bl=2, tee=3, snp=4, ucode=5, fmc=1)
+    fields.setdefault("reported_tcb", tcb_value)
+    fields.setdefault("chip_id", b"\x01\x02\x03\x04\x05\x06\x07\x08")
+    fields.setdefault("cpuid", TURIN_CPUID)
+    return snpfactory.make_report(key, **fields), cert
+
+
+def test_turin_report_with_fmc_and_8_byte_hwid(turin: tuple[AmdHierarchy, Path]) -> None:
+    amd, roots = turin
+    data, cert = _turin_report(amd)
+    report = verify_snp_report(
+        data, cert, EvidencePolicy(roots_dir=roots, evaluation_time=snpfactory.AT)
+    )
+    assert report.verified, report.render()
+    assert "fmc=1" in report.render() and report.facts["sev_snp"]["product"] == "Turin"
+    assert report.facts["sev_snp"]["reported_tcb"] == TURIN_SPL
+
+
+@pytest.mark.parametrize(
+    ("fields", "failed"),
+    [
+        ({"spl": {**TURIN_SPL, "fmc": 9}}, {"cert.tcb"}),
+        ({"spl": {k: v for k, v in TURIN_SPL.items() if k != "fmc"}}, {"cert.tcb"}),
+        ({"chip_id": b"\x09" * 8}, {"cert.chip_id"}),
+        ({"chip_id": b"\x01\x02\x03\x04\x05\x06\x07\x08" + b"\x01"}, {"cert.chip_id"}),
+        ({"cpuid": (0x19, 0x01, 0x01)}, {"cert.product"}),
+        ({"signer_info": 7 << 2}, {"report.signature"}),
+        ({"policy": 0x30000 | 1 << 19}, {"guest.policy"}),
+    ],
+)
+def test_turin_mismatches_are_rejected(
+    turin: tuple[AmdHierarchy, Path], fields: dict[str, Any], failed: set[str]
+) -> None:
+    amd, roots = turin
+    data, cert = _turin_report(amd, **fields)
+    report = verify_snp_report(
+        data, cert, EvidencePolicy(roots_dir=roots, evaluation_time=snpfactory.AT)
+    )
+    assert {c.name for c in report.failures} == failed, report.render()
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_masked_chip_id_is_skipped(turin: tuple[AmdHierarchy, Path], version: int) -> None:
+    amd, roots = turin
+    data, cert = _turin_report(amd, chip_id=b"", signer_info=2, version=version)
+    report = verify_snp_report(
+        data, cert, EvidencePolicy(roots_dir=roots, evaluation_time=snpfactory.AT)
+    )
+    assert report.verified, report.render()
+    assert status(report, "cert.chip_id") is Status.SKIP
+
+
+def test_vlek_signed_turin_report(turin: tuple[AmdHierarchy, Path]) -> None:
+    amd, roots = turin
+    key, vlek = amd.endorsement_key(TURIN_SPL, vlek=True)
+    data = snpfactory.make_report(
+        key,
+        reported_tcb=snpfactory.tcb("Turin", bl=2, tee=3, snp=4, ucode=5, fmc=1),
+        cpuid=TURIN_CPUID,
+        signer_info=1 << 2,
+    )
+    policy = EvidencePolicy(roots_dir=roots, evaluation_time=snpfactory.AT)
+    report = verify_snp_report(data, vlek, policy)
+    assert report.verified and "VLEK ← ASVK SEV-VLEK-Turin" in report.render()
+    table = make_cert_table({"vlek": vlek.public_bytes(Encoding.DER)})
+    assert verify_snp_report(data, None, policy, cert_table=table).verified
+    as_vcek = snpfactory.make_report(key, cpuid=TURIN_CPUID)  # claims VCEK, signed by the VLEK
+    assert [c.name for c in verify_snp_report(as_vcek, vlek, policy).failures] == ["cert.kind"]

@@ -116,8 +116,12 @@ class TcbVersion:
         return cls(bootloader=b[0], tee=b[1], snp=b[6], microcode=b[7])
 
     def as_dict(self) -> dict[str, int]:
-        parts = {"bootloader": self.bootloader, "tee": self.tee, "snp": self.snp}
-        parts["microcode"] = self.microcode
+        parts = {
+            "bootloader": self.bootloader,
+            "tee": self.tee,
+            "snp": self.snp,
+            "microcode": self.microcode,
+        }
         if self.fmc is not None:
             parts["fmc"] = self.fmc
         return parts
