@@ -24,7 +24,7 @@ from cmcp_verifier.evidence.sevsnp import (
 )
 
 from ..conftest import EVIDENCE
-from ..verifier.test_evidence_sevsnp import make_cert_table
+from ..verifier.snpfactory import make_cert_table
 from ._mutate import mutated
 from ._settings import fuzz_settings
 

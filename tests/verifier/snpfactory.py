@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from cmcp_verifier.evidence.sevsnp import REPORT_SIZE, SIGNED_SIZE
+from cmcp_verifier.evidence.sevsnp import CERT_TABLE_GUIDS, REPORT_SIZE, SIGNED_SIZE
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -141,3 +141,14 @@ def make_report(
     data[SIGNED_SIZE : SIGNED_SIZE + 72] = r.to_bytes(72, "little")
     data[SIGNED_SIZE + 72 : SIGNED_SIZE + 144] = s.to_bytes(72, "little")
     return bytes(data)
+
+
+def make_cert_table(entries: dict[str, bytes]) -> bytes:
+    """An extended-report certificate table holding ``entries`` (role -> DER)."""
+    guids = {role: guid for guid, role in CERT_TABLE_GUIDS.items()}
+    header_size = 24 * (len(entries) + 1)
+    header, body = b"", b""
+    for role, der in entries.items():
+        header += guids[role].bytes + struct.pack("<II", header_size + len(body), len(der))
+        body += der
+    return header + bytes(24) + body

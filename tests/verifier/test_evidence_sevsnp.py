@@ -38,7 +38,7 @@ from cmcp_verifier.roots import root_bytes
 
 from ..conftest import EVIDENCE
 from . import snpfactory
-from .snpfactory import AmdHierarchy
+from .snpfactory import AmdHierarchy, make_cert_table
 
 SNP = EVIDENCE / "sev-snp"
 # Evaluation times inside every certificate's validity; the AWS VLEK expired on 2025-12-10.
@@ -362,16 +362,6 @@ def test_a_foreign_root_in_the_supplied_chain_is_rejected() -> None:
 # --- certificate table (extended report auxblob) ----------------------------------------------
 
 
-def make_cert_table(entries: dict[str, bytes]) -> bytes:
-    guids = {role: guid for guid, role in CERT_TABLE_GUIDS.items()}
-    header_size = 24 * (len(entries) + 1)
-    header, body = b"", b""
-    for role, der in entries.items():
-        header += guids[role].bytes + struct.pack("<II", header_size + len(body), len(der))
-        body += der
-    return header + bytes(24) + body
-
-
 def test_cert_table_supplies_the_vcek_and_chain() -> None:
     pem = (SNP / "virtee-milan.ask-ark.pem").read_bytes()
     ask, ark = (c.public_bytes(Encoding.DER) for c in load_certificates(pem, what="t"))
@@ -507,6 +497,9 @@ def test_cli_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     garbage.write_bytes(b"\x30\x82\xff\xff" + bytes(100))
     odd_hex = tmp_path / "odd.hex"
     odd_hex.write_text("abc")
+    huge = tmp_path / "huge.bin"
+    with huge.open("wb") as f:
+        f.truncate(17 * 1024 * 1024)  # sparse: larger than the 16 MiB input limit
     cases = [
         (["--report", str(truncated), "--vcek", vcek], 1, "rejected: report.format"),
         (["--report", str(odd_hex), "--vcek", vcek], 1, "exactly 1184"),
@@ -520,6 +513,7 @@ def test_cli_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
             1,
             "rejected",
         ),
+        (["--report", str(huge), "--vcek", vcek], 1, "rejected: evidence.too_large"),
         (["--report", str(tmp_path / "missing.bin")], 2, "cannot read"),
         ([], 2, "needs --report"),
         (["--report", str(truncated), "--nonce", "00" * 65], 2, "longer than REPORT_DATA"),

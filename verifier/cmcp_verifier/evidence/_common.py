@@ -102,7 +102,7 @@ def hex_or_raw(data: bytes) -> bytes:
 
 
 def _eager(cert: x509.Certificate) -> x509.Certificate:
-    """Parse the lazily decoded parts now, so a malformed one fails here (as ValueError)."""
+    """Decode the lazily parsed parts now, so that a malformed one fails at load time."""
     _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc)
     _ = cert.not_valid_after_utc
     return cert
