@@ -15,10 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cmcp_verifier.cli import main
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import InputError, VerificationError
-from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
+from cmcp_verifier.evidence import EvidencePolicy, evidence_types
 from cmcp_verifier.evidence._common import load_certificates
 from cmcp_verifier.evidence._xml import parse_xml
 from cmcp_verifier.evidence._xmldsig import DSIG, verify_enveloped
@@ -32,6 +31,7 @@ from cmcp_verifier.evidence.nvidia_rim import parse_rim
 from cmcp_verifier.report import Status
 
 from ..conftest import EVIDENCE
+from .evidence_helpers import run_evidence_cli, status
 
 NV = EVIDENCE / "nvidia"
 NONCE = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"
@@ -51,17 +51,8 @@ def chain(name: str) -> list[x509.Certificate]:
     return load_certificates((NV / name).read_bytes(), what="test chain")
 
 
-def status(r: EvidenceReport, name: str) -> Status:
-    return next(c.status for c in r.checks if c.name == name)
-
-
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        code = main(["evidence", "--type", "gpu-cc", *args])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_evidence_cli(capsys, "gpu-cc", *args)
 
 
 # --- EXPECTED.md rows ---------------------------------------------------------------------

@@ -18,7 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cmcp_verifier.cli import main
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
@@ -38,6 +37,7 @@ from cmcp_verifier.roots import root_bytes
 
 from ..conftest import EVIDENCE
 from . import snpfactory
+from .evidence_helpers import run_evidence_cli, status
 from .snpfactory import AmdHierarchy, make_cert_table
 
 SNP = EVIDENCE / "sev-snp"
@@ -95,17 +95,8 @@ def verify(name: str, **policy: Any) -> EvidenceReport:
     )
 
 
-def status(report: EvidenceReport, name: str) -> Status:
-    return next(c.status for c in report.checks if c.name == name)
-
-
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        code = main(["evidence", "--type", "sev-snp", *args])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_evidence_cli(capsys, "sev-snp", *args)
 
 
 def sample_args(name: str) -> list[str]:
@@ -438,11 +429,11 @@ def test_claim_with_sev_snp_evidence_checks_the_report_and_the_binding() -> None
 
     claim, _ = make_claim(mutate=mutate)
     report = verify_claim(canonical_bytes(claim), ClaimPolicy())
-    assert status(report, "sev-snp.report.signature") is Status.PASS  # type: ignore[arg-type]
-    assert status(report, "sev-snp.cert.chain") is Status.PASS  # type: ignore[arg-type]
-    assert status(report, "runtime.measurement") is Status.PASS  # type: ignore[arg-type]
+    assert status(report, "sev-snp.report.signature") is Status.PASS
+    assert status(report, "sev-snp.cert.chain") is Status.PASS
+    assert status(report, "runtime.measurement") is Status.PASS
     # The public sample's REPORT_DATA cannot carry this claim's binding digest.
-    assert status(report, "attestation.report_data") is Status.FAIL  # type: ignore[arg-type]
+    assert status(report, "attestation.report_data") is Status.FAIL
 
 
 # --- the CLI ----------------------------------------------------------------------------------
