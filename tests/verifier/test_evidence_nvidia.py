@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import InputError, VerificationError
-from cmcp_verifier.evidence import EvidencePolicy, evidence_types
+from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
 from cmcp_verifier.evidence._common import load_certificates
 from cmcp_verifier.evidence._xml import parse_xml
 from cmcp_verifier.evidence._xmldsig import DSIG, verify_enveloped
@@ -29,9 +29,11 @@ from cmcp_verifier.evidence.nvidia import (
 )
 from cmcp_verifier.evidence.nvidia_rim import parse_rim
 from cmcp_verifier.report import Status
+from cmcp_verifier.roots import root_bytes
 
 from ..conftest import EVIDENCE
 from .evidence_helpers import run_evidence_cli, status
+from .rimfactory import RimSigner, measurement
 
 NV = EVIDENCE / "nvidia"
 NONCE = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"
@@ -410,3 +412,79 @@ def test_bundled_nvidia_roots_are_the_documented_ones() -> None:
         assert [c.fingerprint(hashes.SHA256()).hex() for c in root_certificates(name)] == [
             fingerprint
         ]
+
+
+# --- RIM shapes the public RIM lacks: test-signed RIMs under a test CoRIM root ------------------
+
+
+@pytest.fixture(scope="module")
+def rim_signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[RimSigner, EvidencePolicy]:
+    signer = RimSigner()
+    roots = tmp_path_factory.mktemp("rimroots")
+    for name in ("nvidia-device-identity-root.pem",):
+        (roots / name).write_bytes(root_bytes(name))
+    return signer, EvidencePolicy(roots_dir=signer.write_roots(roots), evaluation_time=AT)
+
+
+def _coco(policy: EvidencePolicy, *rims: bytes) -> EvidenceReport:
+    return verify_gpu_report(
+        report("hopper-coco.report.hex.txt"), chain("hopper-coco.certs.txt"), policy, rims=rims
+    )
+
+
+def test_second_alternative_matches(rim_signer: tuple[RimSigner, EvidencePolicy]) -> None:
+    signer, policy = rim_signer
+    rim = signer.rim("580.95.05", [measurement(9, "00" * 48, _runtime_index_9())])
+    r = _coco(policy, rim)
+    assert r.verified, r.render()
+    assert "1 of 1 reference measurements match" in r.render()
+
+
+def test_driver_rim_next_to_the_real_vbios_rim(
+    rim_signer: tuple[RimSigner, EvidencePolicy],
+) -> None:
+    signer, policy = rim_signer
+    unrelated = signer.rim("580.95.05", [measurement(40, "00" * 48, active=True)])
+    r = _coco(policy, RIM.read_bytes(), unrelated)
+    assert "11 of 13 reference measurements match; index 9, 40 mismatch" in r.render()
+    overlapping = signer.rim("580.95.05", [measurement(9, _runtime_index_9())])
+    assert "RIMs 1 and 2 both set index 9" in _coco(policy, RIM.read_bytes(), overlapping).render()
+    inactive = signer.rim("580.95.05", [measurement(9, _runtime_index_9(), active=False)])
+    assert "11 of 12" in _coco(policy, RIM.read_bytes(), inactive).render()
+
+
+@pytest.mark.parametrize(
+    ("resource", "reason"),
+    [
+        ({"index": "\u00b2"}, "not an integer"),
+        ({"index": "-1"}, "not an integer"),
+        ({"index": "256"}, "not an integer"),
+        ({"alternatives": "0"}, "no alternatives"),
+        ({"alternatives": "2"}, "lacks Hash1"),
+        ({"alternatives": "99"}, "not an integer"),
+        ({"active": "yes"}, "bad 'active'"),
+        ({"h:Hash0": "abc"}, "not 48 hex bytes"),
+    ],
+)
+def test_bad_rim_fields_are_rejected(
+    rim_signer: tuple[RimSigner, EvidencePolicy], resource: dict[str, str], reason: str
+) -> None:
+    signer, policy = rim_signer
+    rim = signer.rim("580.95.05", [{**measurement(9, "00" * 48), **resource}])
+    r = _coco(policy, rim)
+    assert r.failures[0].name == "rim.1.signature" and reason in r.render(), r.render()
+
+
+def test_duplicate_rim_index_is_rejected(rim_signer: tuple[RimSigner, EvidencePolicy]) -> None:
+    signer, policy = rim_signer
+    rim = signer.rim("580.95.05", [measurement(9, "00" * 48), measurement(9, "11" * 48)])
+    assert "duplicate index" in _coco(policy, rim).render()
+
+
+def test_rim_from_an_untrusted_root_is_rejected(
+    rim_signer: tuple[RimSigner, EvidencePolicy],
+) -> None:
+    signer, _ = rim_signer
+    rim = signer.rim("580.95.05", [measurement(9, _runtime_index_9())])
+    r = _coco(POLICY, rim)  # bundled roots: the test CoRIM root is not trusted
+    assert [c.name for c in r.failures] == ["rim.1.chain"]

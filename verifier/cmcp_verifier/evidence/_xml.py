@@ -170,7 +170,7 @@ def parse_xml(data: bytes) -> Document:
     parser.EntityDeclHandler = _refuse_dtd
     try:
         parser.Parse(data, True)
-    except xml.parsers.expat.ExpatError as exc:
+    except (xml.parsers.expat.ExpatError, ValueError) as exc:
         raise _bad(str(exc)) from None
     except RecursionError:
         raise _bad("nested too deeply") from None

@@ -57,7 +57,7 @@ def _bad(detail: str) -> InputError:
 
 
 def _int(value: str | None, what: str, limit: int) -> int:
-    if value is None or not value.isdigit() or int(value) >= limit:
+    if value is None or not (value.isascii() and value.isdigit()) or int(value) >= limit:
         raise _bad(f"{what} {value!r} is not an integer below {limit}")
     return int(value)
 
