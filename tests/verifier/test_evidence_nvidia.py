@@ -488,3 +488,8 @@ def test_rim_from_an_untrusted_root_is_rejected(
     rim = signer.rim("580.95.05", [measurement(9, _runtime_index_9())])
     r = _coco(POLICY, rim)  # bundled roots: the test CoRIM root is not trusted
     assert [c.name for c in r.failures] == ["rim.1.chain"]
+
+
+def test_missing_roots_reject_instead_of_raising(tmp_path: Path) -> None:
+    r = _coco(EvidencePolicy(roots_dir=tmp_path, evaluation_time=AT), RIM.read_bytes())
+    assert {"roots.missing", "rim.1.chain"} <= {c.name for c in r.failures}

@@ -373,7 +373,10 @@ def verify_gpu_report(
         f"VBIOS {spdm.vbios_version}"
         + (f"; {spdm.padding} trailing zero byte(s) ignored" if spdm.padding else ""),
     )
-    v.check_chain(chain)
+    try:
+        v.check_chain(chain)
+    except InputError as exc:  # e.g. the roots file is missing from --roots DIR
+        v.out.fail(exc.code, exc.message)
     if chain:
         v.check_fwid(chain[0])
         v.check_signature(chain[0])

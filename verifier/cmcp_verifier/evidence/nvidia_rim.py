@@ -142,8 +142,13 @@ def verify_rim(data: bytes, label: str, policy: EvidencePolicy, out: EvidenceRep
         f"rim.{label}.signature",
         f"{rim.product} {rim.version}: XML signature by {rim.signer.subject.rfc4514_string()}",
     )
-    problems = []
-    for anchor in root_certificates(RIM_ROOT_FILE, policy.roots_dir):
+    try:
+        anchors = root_certificates(RIM_ROOT_FILE, policy.roots_dir)
+    except InputError as exc:
+        out.fail(f"rim.{label}.chain", exc.message)
+        return rim
+    problems = ["no pinned CoRIM root"]
+    for anchor in anchors:
         path = build_path(rim.signer, rim.certificates, anchor)
         problems = chain_problems(path, anchor, at=policy.now())
         problems += [
