@@ -22,9 +22,11 @@ from ._der import split_concatenated
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _HEX_TEXT_RE = re.compile(rb"^[0-9a-fA-F\s]+$")
 _SHA256 = hashes.SHA256()
-# What cryptography raises for malformed certificates (not all are ValueErrors).
+# What cryptography raises for malformed certificates (not all are ValueErrors; a name
+# attribute of the wrong ASN.1 type raises TypeError, as fuzzing found).
 _CERT_ERRORS = (
     ValueError,
+    TypeError,
     x509.InvalidVersion,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
