@@ -493,3 +493,25 @@ def test_rim_from_an_untrusted_root_is_rejected(
 def test_missing_roots_reject_instead_of_raising(tmp_path: Path) -> None:
     r = _coco(EvidencePolicy(roots_dir=tmp_path, evaluation_time=AT), RIM.read_bytes())
     assert {"roots.missing", "rim.1.chain"} <= {c.name for c in r.failures}
+
+
+def test_claim_with_gpu_evidence_binds_the_spdm_nonce() -> None:
+    from cmcp_verifier.canonical import canonical_bytes
+    from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
+
+    from .claimfactory import make_claim
+
+    def mutate(trace: dict[str, Any], gw: dict[str, Any]) -> None:
+        trace["runtime"]["platform"] = "nvidia-h100"
+        gw["attestation"]["type"] = "gpu-cc"
+        gw["attestation"]["evidence"] = {
+            "report": b64url_encode(report("hopper.report.hex.txt")),
+            "certs": b64url_encode((NV / "hopper-cert-chain-case1.txt").read_bytes()),
+        }
+
+    claim, _ = make_claim(mutate=mutate)
+    r = verify_claim(canonical_bytes(claim), ClaimPolicy())
+    for name in ("gpu-cc.report.signature", "gpu-cc.cert.chain", "gpu-cc.cert.fwid"):
+        assert status(r, name) is Status.PASS, name
+    # The public report's nonce is not this claim's binding digest.
+    assert [c.name for c in r.failures] == ["attestation.report_data"]
