@@ -1,6 +1,3 @@
 """Imports every evidence module so that each registers itself."""
 
-from . import (
-    tdx,  # noqa: F401
-    tpm,  # noqa: F401
-)
+from . import nvidia, sevsnp, tdx, tpm  # noqa: F401

@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from ..errors import InputError
+from ._der import split_concatenated
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _HEX_TEXT_RE = re.compile(rb"^[0-9a-fA-F\s]+$")
@@ -113,13 +114,12 @@ def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
 
 
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
-    """One certificate from PEM or DER (trailing NULs ignored)."""
-    data = data.rstrip(b"\x00")
+    """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return _fully_parsed(x509.load_pem_x509_certificate(data))
+                return _fully_parsed(x509.load_pem_x509_certificate(data.rstrip(b"\x00")))
             return _fully_parsed(x509.load_der_x509_certificate(data))
     except _CERT_ERRORS as exc:
         raise InputError(
@@ -128,15 +128,23 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle, or one DER certificate."""
-    data = data.rstrip(b"\x00")
+    """All certificates of a PEM bundle (trailing NULs ignored), or of concatenated DER.
+
+    A DER certificate may well end in a zero byte, so NULs are only stripped from PEM.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                certs = x509.load_pem_x509_certificates(data)
+                certs = x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
+                blocks = max(data.count(b"-----BEGIN"), data.count(b"-----END"))
+                if blocks != len(certs):
+                    # cryptography skips blocks it cannot read; a damaged chain must not
+                    # quietly lose a certificate.
+                    raise ValueError(f"{blocks - len(certs)} of {blocks} PEM blocks unreadable")
             else:
-                certs = [x509.load_der_x509_certificate(data)]
+                parts = split_concatenated(data, what=what)
+                certs = [x509.load_der_x509_certificate(d) for d in parts]
             return [_fully_parsed(c) for c in certs]
     except _CERT_ERRORS as exc:
         raise InputError(
