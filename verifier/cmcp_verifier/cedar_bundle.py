@@ -31,6 +31,9 @@ from .cedar_contract import (
     PRINCIPAL_TYPE,
     SERVER_TYPE,
     context_record,
+    gateway_record,
+    session_record,
+    tool_record,
 )
 from .cedar_source import (
     LineIndex,
@@ -286,40 +289,41 @@ def _load_schema(cedarpy: ModuleType, text: str | None, problems: list[Problem])
 def _check_contract(cedarpy: ModuleType, schema: Any, text: str, problems: list[Problem]) -> None:
     """Every contract request for an action the schema declares must fit the schema."""
     permit_all = cedarpy.PolicySet.from_str("permit(principal, action, resource);")
-    context = context_record(arguments={})
-    for action, resource_types in ACTIONS.items():
-        for resource_type in resource_types:
-            request = {
-                "principal": {"type": PRINCIPAL_TYPE, "id": "contract-check"},
-                "action": {"type": ACTION_TYPE, "id": action},
-                "resource": {"type": resource_type, "id": "contract-check"},
-                "context": context,
-            }
-            entities = [
-                {
-                    "uid": {"type": resource_type, "id": "contract-check"},
-                    "attrs": {},
-                    "parents": [{"type": SERVER_TYPE, "id": "contract-check"}],
-                }
-            ]
-            result = cedarpy.is_authorized(request, permit_all, entities, schema=schema)
-            errors = list(result.diagnostics.errors)
-            if not errors or any("does not exist in the supplied schema" in e for e in errors):
-                continue
-            offset = find_name(text, tokenize(text), [action]) or 0
-            line, column = LineIndex(text).position(offset)
-            detail = errors[0].removeprefix("failed to build request: ")
-            problems.append(
-                Problem(
-                    "bundle.contract",
-                    SCHEMA_FILE,
-                    line,
-                    column,
-                    f"action {action} on {resource_type}: the gateway's requests do not fit "
-                    f"this schema: {detail}",
-                )
-            )
-            return
+    context = context_record(
+        {}, tool_record((), None), session_record(()), gateway_record("enforcing", "")
+    )
+    cases = [(a, r) for a, types in ACTIONS.items() for r in types]
+    requests = [
+        {
+            "principal": {"type": PRINCIPAL_TYPE, "id": "contract-check"},
+            "action": {"type": ACTION_TYPE, "id": action},
+            "resource": {"type": resource_type, "id": "contract-check"},
+            "context": context,
+        }
+        for action, resource_type in cases
+    ]
+    entities = [
+        {
+            "uid": {"type": resource_type, "id": "contract-check"},
+            "attrs": {},
+            "parents": [{"type": SERVER_TYPE, "id": "contract-check"}],
+        }
+        for resource_type in sorted({r for _, r in cases})
+    ]
+    results = cedarpy.is_authorized_batch(requests, permit_all, entities, schema=schema)
+    for (action, resource_type), result in zip(cases, results, strict=True):
+        errors = list(result.diagnostics.errors)
+        if not errors or any("does not exist in the supplied schema" in e for e in errors):
+            continue
+        offset = find_name(text, tokenize(text), [action]) or 0
+        line, column = LineIndex(text).position(offset)
+        detail = errors[0].removeprefix("failed to build request: ")
+        message = (
+            f"action {action} on {resource_type}: the gateway's requests do not fit this "
+            f"schema: {detail}"
+        )
+        problems.append(Problem("bundle.contract", SCHEMA_FILE, line, column, message))
+        return
 
 
 @dataclass

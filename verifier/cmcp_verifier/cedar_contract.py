@@ -82,28 +82,37 @@ def normalize_annotations(raw: Mapping[str, Any] | None) -> dict[str, bool | str
     return out
 
 
+def tool_record(labels: Iterable[str], annotations: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``context.tool``: catalog labels (a set) and normalized MCP annotations."""
+    return {"labels": sorted(set(labels)), "annotations": normalize_annotations(annotations)}
+
+
+def session_record(data_classes_seen: Iterable[str]) -> dict[str, Any]:
+    """``context.session``: the data classes this session has already received."""
+    return {"data_classes_seen": sorted(set(data_classes_seen))}
+
+
+def gateway_record(mode: str, platform: str) -> dict[str, Any]:
+    """``context.gateway``: the enforcement mode and the TEE platform."""
+    return {"mode": mode, "platform": platform}
+
+
 def context_record(
-    *,
     arguments: Mapping[str, Any],
-    labels: Iterable[str] = (),
-    annotations: Mapping[str, Any] | None = None,
-    data_classes_seen: Iterable[str] = (),
-    mode: str = "enforcing",
-    platform: str = "",
+    tool: Mapping[str, Any],
+    session: Mapping[str, Any],
+    gateway: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The ``context`` record of a request, every value already Cedar-safe.
+    """The ``context`` record of a request from its parts (built by the functions above).
 
     Raise :class:`ContextError` when ``arguments`` cannot be represented (see
     :func:`cedar_value`).
     """
     return {
-        "arguments": cedar_value(dict(arguments)),
-        "tool": {
-            "labels": sorted(set(labels)),
-            "annotations": normalize_annotations(annotations),
-        },
-        "session": {"data_classes_seen": sorted(set(data_classes_seen))},
-        "gateway": {"mode": mode, "platform": platform},
+        "arguments": cedar_value(arguments),
+        "tool": tool,
+        "session": session,
+        "gateway": gateway,
     }
 
 

@@ -86,24 +86,26 @@ class CatalogGuard:
         approved: dict[str, _Approved] = {}
         listed: list[dict[str, Any]] = []
         drift: list[Drift] = []
-        seen: set[str] = set()
+        by_name: dict[str, list[Mapping[str, Any]]] = {}
         for tool in tools:
-            name = tool.get("name")
-            if not isinstance(name, str) or name in seen:
-                continue  # nameless or repeated entries are never approved
-            seen.add(name)
+            name = tool.get("name") if isinstance(tool, Mapping) else None
+            if isinstance(name, str):  # a malformed or nameless entry is never approved
+                by_name.setdefault(name, []).append(tool)
+        for name, definitions in by_name.items():
             entry = self.catalog.lookup(upstream, name)
-            live = _definition_hash(tool)
+            hashes = [_definition_hash(t) for t in definitions]
             if entry is None:
-                drift.append(Drift(upstream, name, "not_in_catalog", None, live))
-            elif entry.definition_hash != live:
-                drift.append(
-                    Drift(upstream, name, "definition_changed", entry.definition_hash, live)
-                )
-            else:
-                facts = ToolFacts.of(entry.labels, tool.get("annotations"))
-                approved[name] = _Approved(tool, facts)
-                listed.append(dict(tool))
+                drift.append(Drift(upstream, name, "not_in_catalog", None, hashes[0]))
+                continue
+            pinned = entry.definition_hash
+            live = next((h for h in hashes if h != pinned), pinned)
+            if live != pinned:  # changed, or listed twice with different definitions
+                drift.append(Drift(upstream, name, "definition_changed", pinned, live))
+                continue
+            tool = definitions[0]
+            approved[name] = _Approved(tool, ToolFacts.of(entry.labels, tool.get("annotations")))
+            listed.append(dict(tool))
+        seen = set(by_name)
         if complete:
             for (up, name), entry in sorted(self.catalog.entries.items()):
                 if up == upstream and name not in seen:

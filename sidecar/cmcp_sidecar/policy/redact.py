@@ -67,7 +67,7 @@ def _json_value(value: Any, selectors: Selectors) -> tuple[Any, int]:
 
 def _redact_path(value: Any, segments: tuple[str, ...], depth: int) -> tuple[Any, int]:
     if not segments:
-        return MARKER, 1
+        return MARKER, int(value != MARKER)  # "**" can reach a node twice: count it once
     if depth > MAX_DEPTH:
         return MARKER, 1
     head, rest = segments[0], segments[1:]

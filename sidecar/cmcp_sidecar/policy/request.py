@@ -6,7 +6,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmcp_verifier.cedar_contract import ACTIONS, context_record, normalize_annotations
+from cmcp_verifier.cedar_contract import (
+    ACTIONS,
+    context_record,
+    gateway_record,
+    normalize_annotations,
+    tool_record,
+)
 
 from .session_facts import SessionFacts
 
@@ -17,15 +23,15 @@ class ToolFacts:
 
     labels: frozenset[str] = frozenset()
     annotations: Mapping[str, bool | str] = field(default_factory=lambda: normalize_annotations({}))
+    record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", tool_record(self.labels, self.annotations))
 
     @classmethod
     def of(cls, labels: Iterable[str], annotations: Mapping[str, Any] | None) -> ToolFacts:
         """Facts from catalog labels and a live tool's ``annotations`` (MCP defaults applied)."""
         return cls(frozenset(labels), normalize_annotations(annotations))
-
-
-NO_TOOL_FACTS = ToolFacts()
-NO_SESSION_FACTS = SessionFacts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,15 @@ class GatewayFacts:
 
     mode: str = "enforcing"
     platform: str = ""
+    record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", gateway_record(self.mode, self.platform))
+
+
+NO_TOOL_FACTS = ToolFacts()
+NO_SESSION_FACTS = SessionFacts()
+DEFAULT_GATEWAY_FACTS = GatewayFacts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +68,7 @@ class PolicyRequest:
     arguments: Mapping[str, Any] = field(default_factory=dict)
     tool: ToolFacts = NO_TOOL_FACTS
     session: SessionFacts = NO_SESSION_FACTS
-    gateway: GatewayFacts = field(default_factory=GatewayFacts)
+    gateway: GatewayFacts = DEFAULT_GATEWAY_FACTS
 
     def __post_init__(self) -> None:
         allowed = ACTIONS.get(self.action)
@@ -77,10 +92,5 @@ class PolicyRequest:
     def context(self) -> dict[str, Any]:
         """The Cedar ``context`` record (raises ContextError for unrepresentable arguments)."""
         return context_record(
-            arguments=self.arguments,
-            labels=self.tool.labels,
-            annotations=self.tool.annotations,
-            data_classes_seen=self.session.data_classes_seen,
-            mode=self.gateway.mode,
-            platform=self.gateway.platform,
+            self.arguments, self.tool.record, self.session.record, self.gateway.record
         )

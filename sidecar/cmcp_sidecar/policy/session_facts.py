@@ -11,8 +11,11 @@ a ``communication`` tool once anything labelled ``mnpi`` was read in the same se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cmcp_verifier.cedar_contract import session_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,10 @@ class SessionFacts:
     """What policies see as ``context.session``."""
 
     data_classes_seen: frozenset[str] = frozenset()
+    record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", session_record(self.data_classes_seen))
 
     def after_result(self, labels: Iterable[str]) -> SessionFacts:
         """The facts after a result from a tool with these labels reached the agent.
