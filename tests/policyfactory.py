@@ -20,7 +20,9 @@ MANIFEST = b'{"name": "test", "version": "1", "description": "test bundle"}'
 def schema(arguments: str = "") -> bytes:
     """The contract schema, with ``arguments`` (e.g. ``"n?: Long,"``) declared."""
     assert ARGUMENTS_BLOCK in SCHEMA_TEXT
-    return SCHEMA_TEXT.replace(ARGUMENTS_BLOCK, "type Arguments = {\n" + arguments + "\n};").encode()
+    return SCHEMA_TEXT.replace(
+        ARGUMENTS_BLOCK, "type Arguments = {\n" + arguments + "\n};"
+    ).encode()
 
 
 def bundle_files(
@@ -45,7 +47,9 @@ def load(policies: str | Mapping[str, str], *, arguments: str = "") -> LoadedBun
     return load_bundle(bundle_files(policies, arguments=arguments))
 
 
-def engine(policies: str | Mapping[str, str], *, arguments: str = "", **options: object) -> PolicyEngine:
+def engine(
+    policies: str | Mapping[str, str], *, arguments: str = "", **options: object
+) -> PolicyEngine:
     return PolicyEngine.from_bundle(load(policies, arguments=arguments), **options)
 
 

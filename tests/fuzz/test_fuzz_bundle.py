@@ -23,13 +23,58 @@ from ._settings import fuzz_settings
 BUNDLES = [dict(example_files(name).files) for name in EXAMPLES]
 # Fragments that steer mutations into Cedar's and the loader's interesting corners.
 FRAGMENTS = [
-    b";", b"(", b")", b"{", b"}", b"[", b"]", b'"', b"\\", b"@", b",", b"::", b"==", b".",
-    b'@id("x")', b'@redact_result("', b'@redact_arguments("regex:', b'@redact_x("a")',
-    b"permit", b"forbid", b"when", b"unless", b"principal", b"action", b"resource", b"context",
-    b" in ", b" is ", b" has ", b" like ", b"?principal", b"//", b"\n", b"\xff", b"\x00",
-    b"entity ", b"type ", b"namespace ", b"appliesTo", b"Set<", b"Long", b"String", b"{}",
-    b"9223372036854775807", b'"__entity"', b"\xf0\x9f\x98\x80", b'Tool::"', b'Server::"',
-    b'"contract"', b'"name"', b"null", b"1.5",
+    b";",
+    b"(",
+    b")",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b'"',
+    b"\\",
+    b"@",
+    b",",
+    b"::",
+    b"==",
+    b".",
+    b'@id("x")',
+    b'@redact_result("',
+    b'@redact_arguments("regex:',
+    b'@redact_x("a")',
+    b"permit",
+    b"forbid",
+    b"when",
+    b"unless",
+    b"principal",
+    b"action",
+    b"resource",
+    b"context",
+    b" in ",
+    b" is ",
+    b" has ",
+    b" like ",
+    b"?principal",
+    b"//",
+    b"\n",
+    b"\xff",
+    b"\x00",
+    b"entity ",
+    b"type ",
+    b"namespace ",
+    b"appliesTo",
+    b"Set<",
+    b"Long",
+    b"String",
+    b"{}",
+    b"9223372036854775807",
+    b'"__entity"',
+    b"\xf0\x9f\x98\x80",
+    b'Tool::"',
+    b'Server::"',
+    b'"contract"',
+    b'"name"',
+    b"null",
+    b"1.5",
 ]
 
 
@@ -68,10 +113,14 @@ def test_mutated_bundles_only_raise_bundle_errors(data: st.DataObject) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
-selectors = st.sampled_from(["ssn", "**.ssn", "*.a", "a.0.b", "text", "regex:[0-9]+", "a, regex:x|y"])
+selectors = st.sampled_from(
+    ["ssn", "**.ssn", "*.a", "a.0.b", "text", "regex:[0-9]+", "a, regex:x|y"]
+)
 
 
 @fuzz_settings
@@ -80,4 +129,6 @@ def test_redaction_never_raises(value: dict[str, Any], arguments: str, result: s
     plan = obligations_of("permit", {"redact_arguments": arguments, "redact_result": result})
     redact_arguments(value, plan)
     redact_result(value, plan)
-    redact_result({"content": [{"type": "text", "text": str(value)}], "structuredContent": value}, plan)
+    redact_result(
+        {"content": [{"type": "text", "text": str(value)}], "structuredContent": value}, plan
+    )

@@ -52,18 +52,28 @@ def call(
 
 def test_allow(base: PolicyEngine) -> None:
     decision = base.decide(call("echo"))
-    assert (decision.outcome, decision.reason, decision.policy_ids) == ("allow", "permit", ("allow-all",))
+    assert (decision.outcome, decision.reason, decision.policy_ids) == (
+        "allow",
+        "permit",
+        ("allow-all",),
+    )
     assert decision.bundle_hash == base.bundle_hash and not decision.obligations
 
 
 def test_deny_by_forbid(base: PolicyEngine) -> None:
     decision = base.decide(call("get-env"))
-    assert (decision.outcome, decision.reason, decision.policy_ids) == ("deny", "forbid", ("deny-env",))
+    assert (decision.outcome, decision.reason, decision.policy_ids) == (
+        "deny",
+        "forbid",
+        ("deny-env",),
+    )
     assert decision.denied
 
 
 def test_deny_by_default_when_nothing_permits() -> None:
-    decision = engine('permit(principal, action == Action::"list_tools", resource);').decide(call("x"))
+    decision = engine('permit(principal, action == Action::"list_tools", resource);').decide(
+        call("x")
+    )
     assert (decision.outcome, decision.reason, decision.policy_ids) == ("deny", "no_permit", ())
 
 
@@ -84,7 +94,10 @@ def test_redaction_needs_the_annotated_permit_to_match(base: PolicyEngine) -> No
 
 
 def test_forbid_wins_over_a_redacting_permit() -> None:
-    eng = engine('@redact_arguments("a") permit(principal, action, resource);\nforbid(principal, action, resource == Tool::"x");')
+    eng = engine(
+        '@redact_arguments("a") permit(principal, action, resource);\n'
+        'forbid(principal, action, resource == Tool::"x");'
+    )
     decision = eng.decide(call("x"))
     assert decision.outcome == "deny" and not decision.obligations
 
@@ -92,7 +105,11 @@ def test_forbid_wins_over_a_redacting_permit() -> None:
 def test_evaluation_error_fails_closed(base: PolicyEngine) -> None:
     # n + 1 overflows: Cedar would skip the failing forbid and allow; we deny.
     decision = base.decide(call("calc", args={"n": 2**63 - 1}))
-    assert (decision.outcome, decision.reason, decision.policy_ids) == ("deny", "error", ("overflow",))
+    assert (decision.outcome, decision.reason, decision.policy_ids) == (
+        "deny",
+        "error",
+        ("overflow",),
+    )
     assert decision.errors[0].policy_id == "overflow"
     assert "overflow" in decision.errors[0].message
     audit = decision.to_audit()
@@ -104,7 +121,8 @@ def test_evaluation_error_fails_closed(base: PolicyEngine) -> None:
 
 def test_type_error_in_a_permit_fails_closed() -> None:
     eng = engine(
-        'permit(principal, action, resource) when { context.arguments has n && context.arguments.n > 1 };',
+        "permit(principal, action, resource)\n"
+        "  when { context.arguments has n && context.arguments.n > 1 };",
         arguments="n?: Long,",
     )
     # A string where the schema said Long: Cedar cannot evaluate `>`; deny, never guess.
@@ -117,7 +135,8 @@ def test_type_error_in_a_permit_fails_closed() -> None:
 def test_a_satisfied_forbid_still_determines_an_erroring_decision() -> None:
     eng = engine(
         'permit(principal, action, resource);\n@id("f") forbid(principal, action, resource);\n'
-        '@id("e") forbid(principal, action, resource) when { context.arguments has n && context.arguments.n + 1 > 0 };',
+        '@id("e") forbid(principal, action, resource)\n'
+        "  when { context.arguments has n && context.arguments.n + 1 > 0 };",
         arguments="n?: Long,",
     )
     decision = eng.decide(call("t", args={"n": 2**63 - 1}))
@@ -132,7 +151,9 @@ def test_a_satisfied_forbid_still_determines_an_erroring_decision() -> None:
         {"x": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}},
     ],
 )
-def test_cedar_escapes_in_arguments_are_refused(base: PolicyEngine, arguments: dict[str, object]) -> None:
+def test_cedar_escapes_in_arguments_are_refused(
+    base: PolicyEngine, arguments: dict[str, object]
+) -> None:
     decision = base.decide(call("echo", args=arguments))
     assert (decision.outcome, decision.reason, decision.policy_ids) == ("deny", "error", ())
     assert decision.to_audit()["errors"] == ["request"]
@@ -140,9 +161,16 @@ def test_cedar_escapes_in_arguments_are_refused(base: PolicyEngine, arguments: d
 
 def test_escape_injection_would_otherwise_impersonate() -> None:
     # Without the guard Cedar would read {"__entity": ...} as the entity itself.
-    eng = engine('permit(principal, action, resource) when { context.arguments has owner && context.arguments.owner == "x" };', arguments="owner?: String,")
+    eng = engine(
+        "permit(principal, action, resource)\n"
+        '  when { context.arguments has owner && context.arguments.owner == "x" };',
+        arguments="owner?: String,",
+    )
     assert eng.decide(call("t", args={"owner": "x"})).outcome == "allow"
-    assert eng.decide(call("t", args={"owner": {"__entity": {"type": "Agent", "id": "x"}}})).reason == "error"
+    assert (
+        eng.decide(call("t", args={"owner": {"__entity": {"type": "Agent", "id": "x"}}})).reason
+        == "error"
+    )
 
 
 def test_arguments_values_reach_policies() -> None:
@@ -177,8 +205,10 @@ def test_context_facts_reach_policies() -> None:
 def test_every_action_and_resource_type_is_decided() -> None:
     eng = engine(
         """permit(principal == Agent::"ns/agent", action, resource);
-        forbid(principal, action == Action::"read_resource", resource == Resource::"file:///etc/passwd");
-        forbid(principal, action in [Action::"get_prompt", Action::"list_prompts"], resource in Server::"secret");"""
+        forbid(principal, action == Action::"read_resource",
+               resource == Resource::"file:///etc/passwd");
+        forbid(principal, action in [Action::"get_prompt", Action::"list_prompts"],
+               resource in Server::"secret");"""
     )
     cases = [
         ("call_tool", "Tool", "t", "s", "allow"),
@@ -207,15 +237,16 @@ def test_requests_are_typed() -> None:
 
 
 def test_odd_names_are_safe_entity_ids(base: PolicyEngine) -> None:
-    for name in ['get-env"; permit', "a\nb", "", "Tool::\"x\"", "\u0000"]:
+    for name in ['get-env"; permit', "a\nb", "", 'Tool::"x"', "\u0000"]:
         assert base.decide(call(name)).outcome == "allow"
     assert base.decide(PolicyRequest.call_tool('x"y', "get-env", "s", {})).outcome == "deny"
 
 
 def test_policy_sets_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    eng = engine("permit(principal, action, resource);\n" + "\n".join(
-        f'forbid(principal, action, resource == Tool::"t{i}");' for i in range(50)
-    ))
+    eng = engine(
+        "permit(principal, action, resource);\n"
+        + "\n".join(f'forbid(principal, action, resource == Tool::"t{i}");' for i in range(50))
+    )
     built: list[str] = []
     real = cedarpy.PolicySet.from_json_str
     # A spy (not a fake): counts how often policy sets are built, the real parser does the work.
@@ -280,7 +311,11 @@ SCOPES = (
     + ["resource is Tool", "resource is Resource", 'resource is Tool in Server::"s1"']
     + ['resource == Resource::"r0"']
 )
-ACTIONS = ["action", 'action == Action::"call_tool"', 'action in [Action::"list_tools", Action::"read_resource"]']
+ACTIONS = [
+    "action",
+    'action == Action::"call_tool"',
+    'action in [Action::"list_tools", Action::"read_resource"]',
+]
 CONDITIONS = [
     "",
     ' when { context.tool.labels.contains("x") }',
@@ -320,7 +355,11 @@ request = st.builds(
     st.sampled_from(["a", "b", "c"]),
     st.sampled_from(
         [("call_tool", "Tool", t) for t in TOOLS]
-        + [("list_tools", "Tool", "t1"), ("read_resource", "Resource", "r0"), ("read_resource", "Resource", "r1")]
+        + [
+            ("list_tools", "Tool", "t1"),
+            ("read_resource", "Resource", "r0"),
+            ("read_resource", "Resource", "r1"),
+        ]
     ),
     st.sampled_from(SERVERS),
     st.none() | st.integers(-5, 5),
@@ -330,12 +369,20 @@ request = st.builds(
 
 
 def _key(d: Decision) -> tuple[object, ...]:
-    return (d.outcome, d.reason, d.policy_ids, tuple(sorted(str(e) for e in d.errors)), d.obligations)
+    return (
+        d.outcome,
+        d.reason,
+        d.policy_ids,
+        tuple(sorted(str(e) for e in d.errors)),
+        d.obligations,
+    )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(policy_text, min_size=1, max_size=12), st.lists(request, min_size=1, max_size=8))
-def test_index_agrees_with_full_evaluation(policies: list[str], requests: list[PolicyRequest]) -> None:
+def test_index_agrees_with_full_evaluation(
+    policies: list[str], requests: list[PolicyRequest]
+) -> None:
     bundle = load("\n".join(policies), arguments="n?: Long,")
     indexed = PolicyEngine.from_bundle(bundle)
     full = PolicyEngine.from_bundle(bundle, indexed=False)

@@ -65,7 +65,11 @@ def test_redact_pii() -> None:
     enforcement = apply_mode(decision, Mode.ENFORCING)
     assert enforcement.forward and enforcement.redact
     forwarded = redact_arguments(args, decision.obligations).value
-    assert forwarded == {"ssn": MARKER, "card": {"number": MARKER, "cvv": "1"}, "people": [{"ssn": MARKER}]}
+    assert forwarded == {
+        "ssn": MARKER,
+        "card": {"number": MARKER, "cvv": "1"},
+        "people": [{"ssn": MARKER}],
+    }
     result = {
         "content": [
             {"type": "text", "text": '{"name": "Ann", "ssn": "987-65-4321"}'},
@@ -91,14 +95,25 @@ def test_mnpi_flow() -> None:
     email = ToolFacts.of(["communication"], None)
     memo = ToolFacts.of(["mnpi"], {"readOnlyHint": True})
     session = SessionFacts()
-    assert engine.decide(call("a", "send-email", "mail", tool=email, session=session)).outcome == "allow"
-    assert engine.decide(call("a", "read-deal-memo", "docs", tool=memo, session=session)).outcome == "allow"
+    assert (
+        engine.decide(call("a", "send-email", "mail", tool=email, session=session)).outcome
+        == "allow"
+    )
+    assert (
+        engine.decide(call("a", "read-deal-memo", "docs", tool=memo, session=session)).outcome
+        == "allow"
+    )
     session = session.after_result(memo.labels)  # the memo's result reached the agent
     decision = engine.decide(call("a", "send-email", "mail", tool=email, session=session))
     assert (decision.outcome, decision.policy_ids) == ("deny", ("no-mnpi-to-communication",))
-    assert engine.decide(call("a", "read-deal-memo", "docs", tool=memo, session=session)).outcome == "allow"
+    assert (
+        engine.decide(call("a", "read-deal-memo", "docs", tool=memo, session=session)).outcome
+        == "allow"
+    )
     fresh = SessionFacts()
-    assert engine.decide(call("a", "send-email", "mail", tool=email, session=fresh)).outcome == "allow"
+    assert (
+        engine.decide(call("a", "send-email", "mail", tool=email, session=fresh)).outcome == "allow"
+    )
 
 
 def test_session_facts_accumulate_without_mutation() -> None:
@@ -137,17 +152,38 @@ READ_ONLY = ToolFacts.of([], {"readOnlyHint": True})
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [
-        (PolicyRequest("anyone/x", "list_tools", "Tool", "crm.lookup", "crm"), ("allow", ("everyone-discovers",))),
-        (PolicyRequest("anyone/x", "list_resources", "Resource", "file:///a", "fs"), ("allow", ("everyone-discovers",))),
-        (PolicyRequest("anyone/x", "read_resource", "Resource", "file:///a", "fs"), ("allow", ("everyone-discovers",))),
+        (
+            PolicyRequest("anyone/x", "list_tools", "Tool", "crm.lookup", "crm"),
+            ("allow", ("everyone-discovers",)),
+        ),
+        (
+            PolicyRequest("anyone/x", "list_resources", "Resource", "file:///a", "fs"),
+            ("allow", ("everyone-discovers",)),
+        ),
+        (
+            PolicyRequest("anyone/x", "read_resource", "Resource", "file:///a", "fs"),
+            ("allow", ("everyone-discovers",)),
+        ),
         (call(BILLING, "billing.invoice", "billing"), ("allow", ("billing-agent-uses-billing",))),
-        (call(BILLING, "billing.refund", "billing", {"amount": 200}), ("allow", ("billing-agent-uses-billing",))),
+        (
+            call(BILLING, "billing.refund", "billing", {"amount": 200}),
+            ("allow", ("billing-agent-uses-billing",)),
+        ),
         (call(BILLING, "billing.refund", "billing", {"amount": 900}), ("deny", ("refund-limit",))),
         (call(BILLING, "billing.refund", "billing"), ("allow", ("billing-agent-uses-billing",))),
-        (call(BILLING, "billing.refund", "billing", {"amount": "900"}), ("deny", ("refund-limit",))),
-        (call(BILLING, "billing.refund", "billing", {"amount": 900.5}), ("deny", ("refund-limit",))),
+        (
+            call(BILLING, "billing.refund", "billing", {"amount": "900"}),
+            ("deny", ("refund-limit",)),
+        ),
+        (
+            call(BILLING, "billing.refund", "billing", {"amount": 900.5}),
+            ("deny", ("refund-limit",)),
+        ),
         (call(BILLING, "crm.lookup", "crm", tool=READ_ONLY), ("deny", ())),
-        (call(SUPPORT, "crm.lookup", "crm", tool=READ_ONLY), ("allow", ("support-agent-reads-crm",))),
+        (
+            call(SUPPORT, "crm.lookup", "crm", tool=READ_ONLY),
+            ("allow", ("support-agent-reads-crm",)),
+        ),
         (call(SUPPORT, "crm.delete-contact", "crm"), ("deny", ())),
         (call(SUPPORT, "billing.invoice", "billing", tool=READ_ONLY), ("deny", ())),
     ],
@@ -159,4 +195,7 @@ def test_per_principal(request_: PolicyRequest, expected: tuple[str, tuple[str, 
 def test_per_principal_reasons() -> None:
     engine = example_engine("per-principal")
     assert engine.decide(call(BILLING, "crm.lookup", "crm")).reason == "no_permit"
-    assert engine.decide(call(BILLING, "billing.refund", "billing", {"amount": "900"})).reason == "error"
+    assert (
+        engine.decide(call(BILLING, "billing.refund", "billing", {"amount": "900"})).reason
+        == "error"
+    )

@@ -34,7 +34,9 @@ EXPECTED = {
 
 @pytest.mark.parametrize(("mode", "decision"), EXPECTED)
 def test_every_decision_under_every_mode(mode: str, decision: str) -> None:
-    assert apply_mode(DECISIONS[decision], parse_mode(mode)) == Enforcement(*EXPECTED[mode, decision])
+    assert apply_mode(DECISIONS[decision], parse_mode(mode)) == Enforcement(
+        *EXPECTED[mode, decision]
+    )
 
 
 def test_modes_parse_and_name_themselves_for_trace() -> None:

@@ -45,9 +45,21 @@ ARGS: dict[str, Any] = {
         ("card.number", {"card": {"number": MARKER, "expiry": "01/30"}}, 1),
         ("card", {"card": MARKER}, 1),  # a whole object becomes the marker
         ("count", {"count": MARKER}, 1),  # whatever the type
-        ("contacts.ssn", {"contacts": [{"ssn": MARKER, "name": "a"}, {"ssn": MARKER, "name": "b"}]}, 2),
-        ("contacts.1.ssn", {"contacts": [{"ssn": "1", "name": "a"}, {"ssn": MARKER, "name": "b"}]}, 1),
-        ("contacts.*.name", {"contacts": [{"ssn": "1", "name": MARKER}, {"ssn": "2", "name": MARKER}]}, 2),
+        (
+            "contacts.ssn",
+            {"contacts": [{"ssn": MARKER, "name": "a"}, {"ssn": MARKER, "name": "b"}]},
+            2,
+        ),
+        (
+            "contacts.1.ssn",
+            {"contacts": [{"ssn": "1", "name": "a"}, {"ssn": MARKER, "name": "b"}]},
+            1,
+        ),
+        (
+            "contacts.*.name",
+            {"contacts": [{"ssn": "1", "name": MARKER}, {"ssn": "2", "name": MARKER}]},
+            2,
+        ),
         ("deep.*.b.ssn", {"deep": {"a": {"b": {"ssn": MARKER, "c": [{"ssn": "4"}]}}}}, 1),
         ("missing, card.missing, contacts.9.ssn", {}, 0),
     ],
@@ -123,11 +135,15 @@ def mixed() -> list[Any]:
         f"ssn {SSN}",
         types.EmbeddedResource(
             type="resource",
-            resource=types.TextResourceContents(uri="file:///a", text=f"id {SSN}", mime_type="text/plain"),
+            resource=types.TextResourceContents(
+                uri="file:///a", text=f"id {SSN}", mime_type="text/plain"
+            ),
         ),
         types.EmbeddedResource(
             type="resource",
-            resource=types.BlobResourceContents(uri="file:///b", blob=base64.b64encode(SSN.encode()).decode()),
+            resource=types.BlobResourceContents(
+                uri="file:///b", blob=base64.b64encode(SSN.encode()).decode()
+            ),
         ),
         types.ResourceLink(type="resource_link", uri=f"file:///{SSN}", name=SSN),
     ]
@@ -189,7 +205,9 @@ def test_resource_contents_and_prompt_messages() -> None:
     assert out["contents"][1] == read["contents"][1]
     prompt = types.GetPromptResult(
         messages=[
-            types.PromptMessage(role="user", content=types.TextContent(type="text", text=f"x {SSN}"))
+            types.PromptMessage(
+                role="user", content=types.TextContent(type="text", text=f"x {SSN}")
+            )
         ]
     ).model_dump(by_alias=True, exclude_none=True, mode="json")
     out = redact_result(prompt, plan(result="regex:\\d{3}-\\d{2}-\\d{4}")).value

@@ -39,7 +39,7 @@ def test_every_example_bundle_loads(name: str) -> None:
 def test_policy_infos_have_stable_ids_and_places() -> None:
     bundle = load(
         {
-            "a.cedar": ALLOW + "\n// comment\n@id(\"no-env\")\n@note(\"x\")\n"
+            "a.cedar": ALLOW + '\n// comment\n@id("no-env")\n@note("x")\n'
             '  forbid(principal, action, resource == Tool::"get-env");\n',
             "b.cedar": '@note("n")\npermit(principal, action, resource);',
         }
@@ -110,22 +110,32 @@ INVALID = {
         'deny.cedar:2:13: unrecognized action `Action::"call_tol"`',
     ),
     "schema violation (undeclared argument)": (
-        {"deny.cedar": 'permit(principal, action, resource)\n  when { context.arguments.ssn == "1" };'},
+        {
+            "deny.cedar": "permit(principal, action, resource)\n"
+            '  when { context.arguments.ssn == "1" };'
+        },
         "bundle.validation",
         "deny.cedar:2:18: attribute `arguments.ssn` in context not found",
     ),
     "schema violation (type)": (
-        {"deny.cedar": "\n\npermit(principal, action, resource)\n  when { context.tool.labels.contains(1) };"},
+        {
+            "deny.cedar": "\n\npermit(principal, action, resource)\n"
+            "  when { context.tool.labels.contains(1) };"
+        },
         "bundle.validation",
         "deny.cedar:3:1: the types Long and String are not compatible",
     ),
     "template": (
         {"deny.cedar": ALLOW + "permit(principal == ?principal, action, resource);"},
         "bundle.template",
-        "deny.cedar:2:1: policy templates (?principal / ?resource slots) are not supported in bundles",
+        "deny.cedar:2:1: policy templates (?principal / ?resource slots) "
+        "are not supported in bundles",
     ),
     "duplicate id": (
-        {"a.cedar": '@id("x") permit(principal, action, resource);', "b.cedar": '\n@id("x")\n forbid(principal, action, resource);'},
+        {
+            "a.cedar": '@id("x") permit(principal, action, resource);',
+            "b.cedar": '\n@id("x")\n forbid(principal, action, resource);',
+        },
         "bundle.duplicate_id",
         "b.cedar:3:2: policy id 'x' is already used at a.cedar:1",
     ),
@@ -153,7 +163,10 @@ INVALID = {
         "segments are names ([A-Za-z0-9_$@:/-]), * or **",
     ),
     "ill-formed regex": (
-        {"deny.cedar": ALLOW + '@redact_arguments("regex:(abc")\npermit(principal, action, resource);'},
+        {
+            "deny.cedar": ALLOW
+            + '@redact_arguments("regex:(abc")\npermit(principal, action, resource);'
+        },
         "bundle.annotation",
         "deny.cedar:2:1: @redact_arguments: invalid regular expression '(abc': "
         "missing ), unterminated subpattern at position 0",

@@ -83,37 +83,42 @@ class CatalogGuard:
         With ``complete=False`` (one page of a paginated list) the listed tools are reviewed
         and merged into the upstream's state, and missing catalog tools are not reported.
         """
-        approved: dict[str, _Approved] = {}
-        listed: list[dict[str, Any]] = []
-        drift: list[Drift] = []
         by_name: dict[str, list[Mapping[str, Any]]] = {}
         for tool in tools:
             name = tool.get("name") if isinstance(tool, Mapping) else None
             if isinstance(name, str):  # a malformed or nameless entry is never approved
                 by_name.setdefault(name, []).append(tool)
+        approved: dict[str, _Approved] = {}
+        drift: list[Drift] = []
         for name, definitions in by_name.items():
-            entry = self.catalog.lookup(upstream, name)
-            hashes = [_definition_hash(t) for t in definitions]
-            if entry is None:
-                drift.append(Drift(upstream, name, "not_in_catalog", None, hashes[0]))
-                continue
-            pinned = entry.definition_hash
-            live = next((h for h in hashes if h != pinned), pinned)
-            if live != pinned:  # changed, or listed twice with different definitions
-                drift.append(Drift(upstream, name, "definition_changed", pinned, live))
-                continue
-            tool = definitions[0]
-            approved[name] = _Approved(tool, ToolFacts.of(entry.labels, tool.get("annotations")))
-            listed.append(dict(tool))
-        seen = set(by_name)
+            found = self._check(upstream, name, definitions)
+            if isinstance(found, Drift):
+                drift.append(found)
+            else:
+                approved[name] = found
         if complete:
-            for (up, name), entry in sorted(self.catalog.entries.items()):
-                if up == upstream and name not in seen:
-                    drift.append(
-                        Drift(upstream, name, "missing_upstream_tool", entry.definition_hash, None)
-                    )
-        self._store(upstream, approved, seen, drift, complete)
-        return Review(approved=listed, drift=drift)
+            drift.extend(
+                Drift(upstream, name, "missing_upstream_tool", entry.definition_hash, None)
+                for (up, name), entry in sorted(self.catalog.entries.items())
+                if up == upstream and name not in by_name
+            )
+        self._store(upstream, approved, set(by_name), drift, complete)
+        return Review(approved=[dict(a.tool) for a in approved.values()], drift=drift)
+
+    def _check(
+        self, upstream: str, name: str, definitions: list[Mapping[str, Any]]
+    ) -> _Approved | Drift:
+        """Approve one listed tool, or say how it drifted from its pin."""
+        entry = self.catalog.lookup(upstream, name)
+        hashes = [_definition_hash(t) for t in definitions]
+        if entry is None:
+            return Drift(upstream, name, "not_in_catalog", None, hashes[0])
+        pinned = entry.definition_hash
+        live = next((h for h in hashes if h != pinned), pinned)
+        if live != pinned:  # changed, or listed twice with different definitions
+            return Drift(upstream, name, "definition_changed", pinned, live)
+        tool = definitions[0]
+        return _Approved(tool, ToolFacts.of(entry.labels, tool.get("annotations")))
 
     def _store(
         self,

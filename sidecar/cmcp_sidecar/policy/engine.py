@@ -135,7 +135,7 @@ class PolicyEngine:
         )
         try:
             result = cedarpy.is_authorized(cedar_request, policies, entities)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except Exception as exc:  # whatever Cedar could not evaluate is denied (fail closed)
             return self._fail([EvalError(None, f"Cedar rejected the request: {exc}")])
         return self._interpret(
             result.decision == cedarpy.Decision.Allow,
