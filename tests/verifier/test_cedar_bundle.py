@@ -61,6 +61,18 @@ def test_policy_infos_have_stable_ids_and_places() -> None:
     assert set(bundle.policy_texts) == {"a.cedar", "b.cedar"}
 
 
+def test_expected_hash_is_checked() -> None:
+    bundle = load_bundle(POLICIES / "allow-all-but-one")
+    bundle.check_hash(bundle.hash)
+    with pytest.raises(BundleError) as info:
+        bundle.check_hash("sha256:" + "0" * 64)
+    assert info.value.code == "bundle.hash_mismatch"
+    assert bundle.hash in info.value.message
+    with pytest.raises(BundleError) as info:
+        bundle.check_hash("deadbeef")
+    assert info.value.code == "bundle.expected_hash"
+
+
 def test_policy_set_json_names_decisions_by_stable_id() -> None:
     bundle = load_bundle(POLICIES / "allow-all-but-one")
     policies = cedarpy.PolicySet.from_json_str(bundle.policy_set_json())

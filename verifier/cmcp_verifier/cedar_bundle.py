@@ -24,6 +24,7 @@ from typing import Any
 
 from .bundle import MANIFEST_FILE, SCHEMA_FILE, BundleFiles, check_members, read_bundle_dir
 from .canonical import parse_json
+from .digests import is_digest
 from .cedar_contract import (
     ACTION_TYPE,
     ACTIONS,
@@ -149,6 +150,20 @@ class LoadedBundle:
         chosen = self.policies if ids is None else [self._by_id[i] for i in ids]
         body = ",".join(json.dumps(p.id) + ":" + p.est_json for p in chosen)
         return '{"staticPolicies":{' + body + '},"templates":{},"templateLinks":[]}'
+
+    def check_hash(self, expected: str) -> None:
+        """Raise :class:`BundleError` unless the bundle hash is ``expected`` (``sha256:<hex>``)."""
+        if not is_digest(expected):
+            raise BundleError(
+                f"expected hash {expected!r} is not sha256:<64 hex digits>",
+                code="bundle.expected_hash",
+            )
+        if self.hash != expected:
+            raise BundleError(
+                f"bundle hash {self.hash} does not match the expected {expected}",
+                code="bundle.hash_mismatch",
+                hint="a policy file, the schema or the manifest differs from the pinned bundle",
+            )
 
     def summary(self) -> dict[str, Any]:
         """What ``cmcp validate-bundle`` prints and the operator reports."""
