@@ -24,7 +24,6 @@ from typing import Any
 
 from .bundle import MANIFEST_FILE, SCHEMA_FILE, BundleFiles, check_members, read_bundle_dir
 from .canonical import parse_json
-from .digests import is_digest
 from .cedar_contract import (
     ACTION_TYPE,
     ACTIONS,
@@ -44,6 +43,7 @@ from .cedar_source import (
     split_statements,
     tokenize,
 )
+from .digests import is_digest
 from .errors import BundleError, InputError
 from .obligations import ObligationError, RedactionPlan, obligations_of
 
