@@ -73,6 +73,40 @@ def test_expected_hash_is_checked() -> None:
     assert info.value.code == "bundle.expected_hash"
 
 
+def _many(n: int, bad: dict[int, str] | None = None) -> str:
+    """n one-line policies (line i+1 holds policy i), some replaced by ``bad``."""
+    bad = bad or {}
+    return "\n".join(
+        bad.get(i, f'forbid(principal, action, resource == Tool::"t{i}");') for i in range(n)
+    )
+
+
+def test_large_files_keep_positions_and_ids() -> None:
+    bundle = load(_many(700))  # converted and validated in chunks of 256 statements
+    assert len(bundle.policies) == 700
+    for i in (0, 255, 256, 511, 699):
+        info = bundle.policies[i]
+        assert (info.id, info.line, info.index) == (f"policies.cedar:{i}", i + 1, i)
+        assert f'"t{i}"' in info.text
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            {400: "forbid(principal, action, resource) when { 1 + };"},
+            "401:48: unexpected token `}`",
+        ),
+        ({520: 'forbid(principal, action, resource == Tol::"x");'}, "521:39: unrecognized entity"),
+        ({600: "permit(principal == ?principal, action, resource);"}, "601:1: policy templates"),
+    ],
+)
+def test_large_files_report_the_right_line(bad: dict[int, str], message: str) -> None:
+    with pytest.raises(BundleValidationError) as info:
+        load(_many(700, bad))
+    assert str(info.value.problems[0]).startswith("policies.cedar:" + message)
+
+
 def test_policy_set_json_names_decisions_by_stable_id() -> None:
     bundle = load_bundle(POLICIES / "allow-all-but-one")
     policies = cedarpy.PolicySet.from_json_str(bundle.policy_set_json())

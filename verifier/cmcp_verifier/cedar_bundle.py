@@ -53,6 +53,7 @@ _MANIFEST_KEYS = {"name", "version", "description", "contract"}
 _FOR_POLICY_RE = re.compile(r"^for policy `[^`]*`, ")
 _FOR_ACTION_RE = re.compile(r' for Action::"[^"]*"')
 _JSON_POS_RE = re.compile(r":? line (\d+) column (\d+) \(char \d+\)")
+_CHUNK = 256
 _CEDARPY_MISSING = "Cedar validation needs cedarpy: install confidential-mcp[sidecar] or [operator]"
 
 
@@ -360,27 +361,34 @@ def _load_policy_file(
     cedarpy: ModuleType, name: str, text: str, schema: Any, problems: list[Problem]
 ) -> list[PolicyInfo]:
     src = _PolicyFile(name, text, split_statements(text), LineIndex(text), problems)
-    try:
-        est = json.loads(cedarpy.policies_to_json_str(text))
-    except ValueError as exc:
-        _report_syntax_error(cedarpy, src, str(exc))
-        return []
-    by_index = _positional(est, src)
-    if by_index is None:
-        return []
-    infos = [_policy_info(src, i, policy) for i, policy in sorted(by_index.items())]
+    infos: list[PolicyInfo | None] = []
+    # Converted in chunks of statements: Cedar's peak memory grows with the text converted.
+    for first in range(0, len(src.statements), _CHUNK):
+        part = src.statements[first : first + _CHUNK]
+        try:
+            est = json.loads(cedarpy.policies_to_json_str(text[part[0].start : part[-1].end]))
+        except ValueError as exc:
+            _report_syntax_error(cedarpy, src, part, str(exc))
+            return []
+        by_index = _positional(est, src, first, len(part))
+        if by_index is None:
+            return []
+        infos.extend(_policy_info(src, i, policy) for i, policy in sorted(by_index.items()))
     if schema is not None:
-        _validate(cedarpy, src, schema)
+        for first in range(0, len(src.statements), _CHUNK):
+            _validate(cedarpy, src, schema, first, _CHUNK)
     return [info for info in infos if info is not None]
 
 
-def _report_syntax_error(cedarpy: ModuleType, src: _PolicyFile, message: str) -> None:
+def _report_syntax_error(
+    cedarpy: ModuleType, src: _PolicyFile, statements: list[Statement], message: str
+) -> None:
     """Find the first statement that does not parse on its own and the token that fails."""
 
     def fails_with(text: str) -> str | None:
         return _parse_error(cedarpy.PolicySet.from_str, text)
 
-    for statement in src.statements:
+    for statement in statements:
         part = src.text[statement.start : statement.end]
         part_message = fails_with(part)
         if part_message is None:
@@ -389,13 +397,15 @@ def _report_syntax_error(cedarpy: ModuleType, src: _PolicyFile, message: str) ->
         hint = " (is a `;` missing?)" if "end of input" in part_message else ""
         src.add("bundle.syntax", statement.start + offset, part_message + hint)
         return
-    src.add("bundle.syntax", 0, message)
+    src.add("bundle.syntax", statements[0].start, message)
 
 
-def _positional(est: dict[str, Any], src: _PolicyFile) -> dict[int, dict[str, Any]] | None:
-    """Cedar's positional ids (policy<N>) → policies, checked against our statements."""
+def _positional(
+    est: dict[str, Any], src: _PolicyFile, first: int, count: int
+) -> dict[int, dict[str, Any]] | None:
+    """Cedar's positional ids (policy<N>, N counted from ``first``) → policies."""
     for key in est.get("templates", {}):
-        index = int(key.removeprefix("policy"))
+        index = first + int(key.removeprefix("policy"))
         src.add(
             "bundle.template",
             _statement_offset(src, index),
@@ -404,10 +414,14 @@ def _positional(est: dict[str, Any], src: _PolicyFile) -> dict[int, dict[str, An
     if est.get("templates"):
         return None
     policies = {int(k.removeprefix("policy")): v for k, v in est["staticPolicies"].items()}
-    if sorted(policies) != list(range(len(src.statements))):
-        src.add("bundle.syntax", 0, "could not match policies to their source statements")
+    if sorted(policies) != list(range(count)):
+        src.add(
+            "bundle.syntax",
+            src.statements[first].start,
+            "could not match policies to their source statements",
+        )
         return None
-    return policies
+    return {first + i: policy for i, policy in policies.items()}
 
 
 def _statement_offset(src: _PolicyFile, index: int) -> int:
@@ -458,8 +472,10 @@ def _annotation_offset(src: _PolicyFile, statement: Statement, key: str) -> int:
     return statement.effect_offset(src.text)
 
 
-def _validate(cedarpy: ModuleType, src: _PolicyFile, schema: Any) -> None:
-    result = cedarpy.validate_policies(src.text, schema)
+def _validate(cedarpy: ModuleType, src: _PolicyFile, schema: Any, first: int, count: int) -> None:
+    """Validate statements ``first … first+count-1`` against the schema."""
+    part = src.statements[first : first + count]
+    result = cedarpy.validate_policies(src.text[part[0].start : part[-1].end], schema)
     seen: set[tuple[str, str]] = set()
     for error in result.errors:
         # Cedar repeats an error once per action a policy applies to; report it once.
@@ -468,10 +484,10 @@ def _validate(cedarpy: ModuleType, src: _PolicyFile, schema: Any) -> None:
             continue
         seen.add((error.policy_id, message))
         index = int(error.policy_id.removeprefix("policy") or "-1")
-        if not 0 <= index < len(src.statements):
-            src.add("bundle.validation", 0, message)
+        if not 0 <= index < count:
+            src.add("bundle.validation", part[0].start, message)
             continue
-        statement = src.statements[index]
+        statement = part[index]
         tokens = statement.tokens(src.text)
         offset = locate(src.text, tokens, message, default=statement.effect_offset(src.text))
         src.add("bundle.validation", offset, message)
