@@ -242,34 +242,44 @@ def test_odd_names_are_safe_entity_ids(base: PolicyEngine) -> None:
     assert base.decide(PolicyRequest.call_tool('x"y', "get-env", "s", {})).outcome == "deny"
 
 
-def test_policy_sets_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    eng = engine(
-        "permit(principal, action, resource);\n"
-        + "\n".join(f'forbid(principal, action, resource == Tool::"t{i}");' for i in range(50))
-    )
+SCOPED_50 = "permit(principal, action, resource);\n" + "\n".join(
+    f'forbid(principal, action, resource == Tool::"t{i}");' for i in range(50)
+)
+
+
+@pytest.mark.parametrize("inline_budget", [1000, 0])
+def test_policy_sets_are_parsed_once(monkeypatch: pytest.MonkeyPatch, inline_budget: int) -> None:
+    eng = PolicyEngine.from_bundle(load(SCOPED_50), inline_budget=inline_budget)
+    assert eng.stats().inline_unscoped is (inline_budget > 0)
     built: list[str] = []
     real = cedarpy.PolicySet.from_json_str
     # A spy (not a fake): counts how often policy sets are built, the real parser does the work.
     monkeypatch.setattr(cedarpy.PolicySet, "from_json_str", lambda s: built.append(s) or real(s))
     for _ in range(3):
         for i in range(50):
-            assert eng.decide(call(f"t{i}")).outcome == "deny"
+            decision = eng.decide(call(f"t{i}"))
+            assert (decision.outcome, decision.policy_ids) == ("deny", (f"policies.cedar:{i + 1}",))
         assert eng.decide(call("other")).outcome == "allow"
-    assert len(built) == 50  # one per scoped tool; the unscoped set was built at load
+    assert len(built) == 50  # one per scoped tool, once; the unscoped set was built at load
     stats = eng.stats()
-    assert (stats.policies, stats.unscoped, stats.buckets) == (51, 1, 50)
-    assert stats.cached_policy_sets == 51
+    assert (stats.policies, stats.unscoped, stats.buckets, stats.policy_sets) == (51, 1, 50, 51)
 
 
-def test_cache_is_bounded() -> None:
-    eng = PolicyEngine.from_bundle(
-        load("\n".join(f'permit(principal, action, resource == Tool::"t{i}");' for i in range(20))),
-        cache_size=5,
-    )
+def test_unscoped_policies_are_copied_only_within_budget() -> None:
+    bundle = load(SCOPED_50)
+    inline = PolicyEngine.from_bundle(bundle, inline_budget=50)
+    separate = PolicyEngine.from_bundle(bundle, inline_budget=49)
+    assert inline.stats().inline_unscoped and not separate.stats().inline_unscoped
+    for i in range(50):
+        assert inline.decide(call(f"t{i}")) == separate.decide(call(f"t{i}"))
+
+
+def test_entity_cache_is_bounded() -> None:
+    eng = PolicyEngine.from_bundle(load(SCOPED_50), entity_cache_size=5)
     for i in range(20):
-        assert eng.decide(call(f"t{i}")).outcome == "allow"
-    assert eng.stats().cached_policy_sets <= 5 and eng.stats().cached_entities <= 5
-    assert eng.decide(call("t0")).outcome == "allow"  # rebuilt after eviction
+        assert eng.decide(call(f"t{i}")).outcome == "deny"
+    assert eng.stats().cached_entities == 5
+    assert eng.decide(call("t0")).outcome == "deny"  # rebuilt after eviction
 
 
 @pytest.mark.parametrize(
@@ -384,7 +394,10 @@ def test_index_agrees_with_full_evaluation(
     policies: list[str], requests: list[PolicyRequest]
 ) -> None:
     bundle = load("\n".join(policies), arguments="n?: Long,")
-    indexed = PolicyEngine.from_bundle(bundle)
     full = PolicyEngine.from_bundle(bundle, indexed=False)
+    inline = PolicyEngine.from_bundle(bundle)
+    separate = PolicyEngine.from_bundle(bundle, inline_budget=0)
     for req in requests:
-        assert _key(indexed.decide(req)) == _key(full.decide(req)), req
+        expected = _key(full.decide(req))
+        assert _key(inline.decide(req)) == expected, req
+        assert _key(separate.decide(req)) == expected, req

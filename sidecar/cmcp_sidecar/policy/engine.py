@@ -10,9 +10,13 @@ bundle. At load, policies are partitioned by their resource scope:
 A request for resource ``R`` (type ``T``) of server ``S`` can only be matched by the
 unscoped policies and the buckets ``R``, ``S`` and ``T``: in the contract's entity graph a
 resource's only ancestor is its server, so ``resource in E`` holds exactly when ``E`` is
-``R`` or ``S``. The policy set for that combination of buckets is built on first use from
-Cedar's JSON form (so decisions name the stable policy ids) and kept in a bounded LRU cache,
-as are the per-resource entity handles. Nothing is parsed per call but the context.
+``R`` or ``S``. Each bucket becomes its own Cedar policy set on first use (built from Cedar's
+JSON form, so decisions name the stable policy ids); a request evaluates the sets of its
+non-empty buckets and the results are combined exactly as Cedar combines policies (any
+satisfied forbid denies; else any satisfied permit allows; else deny). When the unscoped
+policies are few enough (:data:`INLINE_BUDGET`), they are copied into every bucket's set so
+that the usual request costs one Cedar call. Every policy is held at most once plus those
+copies, so memory is bounded by the bundle, and nothing is parsed per call but the context.
 
 Evaluation errors fail closed: when any policy that applies errors, the decision is deny
 (``reason: error``) — Cedar itself would skip the failing policy, which for a ``forbid``
@@ -24,9 +28,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import cedarpy
 
@@ -37,36 +41,12 @@ from cmcp_verifier.obligations import union_all
 from .decision import Decision, EvalError
 from .request import PolicyRequest
 
-DEFAULT_CACHE_SIZE = 4096
-_ALL: tuple[str, ...] = ("*",)
+#: Copies of unscoped policies (unscoped × buckets) the engine may make to save Cedar calls.
+INLINE_BUDGET = 50_000
+#: Per-resource entity handles kept (an agent can name any number of tools).
+ENTITY_CACHE_SIZE = 4096
 Key = tuple[str, ...]  # ("uid", type, id) | ("is", type)
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
-
-
-class _Lru(Generic[_K, _V]):
-    """A small thread-safe LRU map; ``get`` builds missing values with ``make``."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[_K, _V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: _K, make: Callable[[], _V]) -> _V:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-                return value
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._items)
+_UNSCOPED: Key = ()
 
 
 def scope_key(scope: dict[str, Any]) -> Key | None:
@@ -87,26 +67,58 @@ class EngineStats:
     policies: int
     unscoped: int
     buckets: int
-    cached_policy_sets: int
+    inline_unscoped: bool
+    policy_sets: int  # built so far (one per bucket used, plus the unscoped set)
     cached_entities: int
+
+
+class _EntityCache:
+    """A bounded LRU of per-resource Cedar entity handles."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, request: PolicyRequest) -> Any:
+        key = (request.resource_type, request.resource_id, request.server)
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+                return value
+        value = _resource_entities(request)
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class PolicyEngine:
     """Decides :class:`PolicyRequest` s against one loaded bundle (immutable once built)."""
 
     def __init__(
-        self, bundle: LoadedBundle, *, indexed: bool = True, cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        bundle: LoadedBundle,
+        *,
+        indexed: bool = True,
+        inline_budget: int = INLINE_BUDGET,
+        entity_cache_size: int = ENTITY_CACHE_SIZE,
     ) -> None:
         self.bundle = bundle
-        self._indexed = indexed
         self._unscoped: list[str] = []
         self._buckets: dict[Key, list[str]] = {}
         for policy in bundle.policies:
             key = scope_key(dict(policy.resource_scope)) if indexed else None
             (self._buckets.setdefault(key, []) if key else self._unscoped).append(policy.id)
-        self._sets: _Lru[Key | tuple[Key, ...], Any] = _Lru(cache_size)
-        self._entities: _Lru[tuple[str, str, str], Any] = _Lru(cache_size)
-        self._policy_set(())  # the unscoped set: built at load, and proves the bundle builds
+        self._inline = len(self._unscoped) * len(self._buckets) <= inline_budget
+        self._sets: dict[Key, Any] = {}
+        self._entities = _EntityCache(entity_cache_size)
+        self._policy_set(_UNSCOPED)  # built at load: proves the bundle builds
 
     @classmethod
     def from_bundle(cls, bundle: LoadedBundle, **options: Any) -> PolicyEngine:
@@ -128,65 +140,72 @@ class PolicyEngine:
             "resource": {"type": request.resource_type, "id": request.resource_id},
             "context": context,
         }
-        policies = self._policy_set(self._keys(request))
-        entities = self._entities.get(
-            (request.resource_type, request.resource_id, request.server),
-            lambda: _resource_entities(request),
-        )
+        entities = self._entities.get(request)
         try:
-            result = cedarpy.is_authorized(cedar_request, policies, entities)
+            results = [
+                cedarpy.is_authorized(cedar_request, policies, entities)
+                for policies in self._parts(request)
+            ]
         except Exception as exc:  # whatever Cedar could not evaluate is denied (fail closed)
             return self._fail([EvalError(None, f"Cedar rejected the request: {exc}")])
-        return self._interpret(
-            result.decision == cedarpy.Decision.Allow,
-            result.diagnostics.reasons,
-            result.diagnostics.errors,
-        )
+        return self._combine(results)
 
     def stats(self) -> EngineStats:
         return EngineStats(
             policies=len(self.bundle.policies),
             unscoped=len(self._unscoped),
             buckets=len(self._buckets),
-            cached_policy_sets=len(self._sets),
+            inline_unscoped=self._inline,
+            policy_sets=len(self._sets),
             cached_entities=len(self._entities),
         )
 
-    def _keys(self, request: PolicyRequest) -> tuple[Key, ...]:
-        if not self._indexed:
-            return ()
+    def _parts(self, request: PolicyRequest) -> list[Any]:
+        """The policy sets that can match this request (see the module docs)."""
         candidates: tuple[Key, ...] = (
             ("uid", request.resource_type, request.resource_id),
             ("uid", SERVER_TYPE, request.server),
             ("is", request.resource_type),
         )
-        return tuple(k for k in candidates if k in self._buckets)
+        keys = [k for k in candidates if k in self._buckets]
+        separate_unscoped = bool(self._unscoped) and not self._inline
+        if not keys or separate_unscoped:
+            keys.insert(0, _UNSCOPED)
+        return [self._policy_set(k) for k in keys]
 
-    def _policy_set(self, keys: tuple[Key, ...]) -> Any:
-        def build() -> Any:
-            ids = list(self._unscoped)
-            for key in keys:
-                ids.extend(self._buckets[key])
-            return cedarpy.PolicySet.from_json_str(self.bundle.policy_set_json(ids))
+    def _policy_set(self, key: Key) -> Any:
+        policies = self._sets.get(key)
+        if policies is None:  # two threads may both build it; either result is the same
+            ids = list(self._unscoped) if key == _UNSCOPED or self._inline else []
+            ids.extend(self._buckets.get(key, ()))
+            policies = cedarpy.PolicySet.from_json_str(self.bundle.policy_set_json(ids))
+            self._sets[key] = policies
+        return policies
 
-        return self._sets.get(keys or _ALL, build)
-
-    def _interpret(self, allowed: bool, reasons: list[str], raw_errors: list[str]) -> Decision:
-        ids = tuple(sorted(reasons))
-        if raw_errors:
-            return self._fail([EvalError.from_cedar(e) for e in raw_errors], forbids=ids)
-        if not allowed:
-            return Decision(
-                "deny", "forbid" if ids else "no_permit", ids, bundle_hash=self.bundle.hash
+    def _combine(self, results: Iterable[Any]) -> Decision:
+        """Cedar's rule over several partial results: forbid > permit > default deny."""
+        forbids: set[str] = set()
+        permits: set[str] = set()
+        errors: dict[str, None] = {}
+        for result in results:
+            errors.update(dict.fromkeys(result.diagnostics.errors))
+            satisfied = permits if result.decision == cedarpy.Decision.Allow else forbids
+            satisfied.update(result.diagnostics.reasons)
+        if errors:
+            return self._fail(
+                [EvalError.from_cedar(e) for e in errors], forbids=tuple(sorted(forbids))
             )
+        bundle_hash = self.bundle.hash
+        if forbids:
+            return Decision("deny", "forbid", tuple(sorted(forbids)), bundle_hash=bundle_hash)
+        if not permits:
+            return Decision("deny", "no_permit", bundle_hash=bundle_hash)
+        ids = tuple(sorted(permits))
         plan = union_all(self._policy(i).obligations for i in ids)
-        return Decision(
-            "redact" if plan else "allow", "permit", ids, plan, bundle_hash=self.bundle.hash
-        )
+        return Decision("redact" if plan else "allow", "permit", ids, plan, bundle_hash=bundle_hash)
 
     def _fail(self, errors: list[EvalError], forbids: tuple[str, ...] = ()) -> Decision:
         failing = tuple(sorted({e.policy_id for e in errors if e.policy_id}))
-        forbids = tuple(i for i in forbids if self._policy(i).effect == "forbid")
         return Decision(
             "deny",
             "forbid" if forbids else "error",
