@@ -159,6 +159,16 @@ def test_cedar_escapes_in_arguments_are_refused(
     assert decision.to_audit()["errors"] == ["request"]
 
 
+def test_unencodable_text_is_denied_not_raised(base: PolicyEngine) -> None:
+    for request in (
+        call("echo", args={"q": "\udcff"}),
+        PolicyRequest("\udcff", "call_tool", "Tool", "t", "s"),
+    ):
+        decision = base.decide(request)
+        assert (decision.outcome, decision.reason) == ("deny", "error")
+    assert base.decide(call("echo", args={"q": "x" * 4_000_000})).outcome == "allow"
+
+
 def test_escape_injection_would_otherwise_impersonate() -> None:
     # Without the guard Cedar would read {"__entity": ...} as the entity itself.
     eng = engine(

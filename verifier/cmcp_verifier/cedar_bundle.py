@@ -115,7 +115,7 @@ class PolicyInfo:
 
     id: str
     file: str
-    index: int  # position in its file (Cedar's positional id is policy<index>)
+    index: int  # 0-based position in its file (the n of the automatic id <file>:<n>)
     line: int  # of the effect keyword
     column: int
     effect: str  # permit | forbid
