@@ -25,7 +25,6 @@ CONTRACT = "cmcp-cedar/v1"
 PRINCIPAL_TYPE = "Agent"
 SERVER_TYPE = "Server"
 ACTION_TYPE = "Action"
-RESOURCE_TYPES = ("Tool", "Resource", "Prompt")
 
 #: action name → the resource types it applies to. ``list_*`` actions are evaluated once per
 #: listed item (a deny hides the item); ``complete`` names the prompt or resource template
@@ -40,8 +39,6 @@ ACTIONS: Mapping[str, tuple[str, ...]] = {
     "list_prompts": ("Prompt",),
     "complete": ("Prompt", "Resource"),
 }
-
-MODES = ("enforcing", "advisory", "silent")
 
 #: MCP ``ToolAnnotations`` defaults (MCP specification): a tool that says nothing is assumed
 #: to write, to be destructive, not idempotent, and to reach the open world.
