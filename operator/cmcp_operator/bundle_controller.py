@@ -57,11 +57,13 @@ async def reconcile(ctx: Context, key: BundleKey) -> None:
     source, missing = await _source(ctx, key.namespace, spec)
     if source is None:
         metrics.BUNDLES.labels("source_missing").inc()
-        result = _Result(conds=[
-            Cond("Valid", False, "SourceNotFound", missing),
-            Cond("HashMatches", None, "SourceNotFound", missing),
-            Cond("Ready", False, "SourceNotFound", missing),
-        ])
+        result = _Result(
+            conds=[
+                Cond("Valid", False, "SourceNotFound", missing),
+                Cond("HashMatches", None, "SourceNotFound", missing),
+                Cond("Ready", False, "SourceNotFound", missing),
+            ]
+        )
         await _write_status(ctx, obj, result, users)
         return
     outcome = bundles.validate(source)
@@ -253,7 +255,9 @@ async def _deleting(ctx: Context, obj: dict[str, Any], users: list[tuple[str, st
         old = obj.get("status") or {}
         current = {c.get("type"): c.get("reason") for c in old.get("conditions") or []}
         if current.get("Ready") != "InUse":
-            status = {"conditions": merge(old.get("conditions") or [], conds, meta.get("generation"))}
+            status = {
+                "conditions": merge(old.get("conditions") or [], conds, meta.get("generation"))
+            }
             path = bundle_path(meta["namespace"], meta["name"]) + "/status"
             await ctx.client.merge_patch(path, {"status": status})
             await ctx.events.warning(obj, "InUse", message)

@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmcp_verifier.bundle import MANIFEST_FILE, SCHEMA_FILE, BundleFiles, bundle_hash, is_bundle_member
+from cmcp_verifier.bundle import (
+    MANIFEST_FILE,
+    SCHEMA_FILE,
+    BundleFiles,
+    bundle_hash,
+    is_bundle_member,
+)
 from cmcp_verifier.catalog import parse_catalog
 from cmcp_verifier.digests import sha256_digest
 from cmcp_verifier.errors import BundleError, CmcpError
@@ -88,7 +94,9 @@ def validate(source: Source) -> Outcome:
         loaded = load_bundle(BundleFiles(files=source.files, ignored=source.ignored))
     except BundleValidationError as exc:
         problems = [str(p) for p in exc.problems]
-        return Outcome(False, "InvalidBundle", _summary(problems), digest, None, problems[:MAX_PROBLEMS])
+        return Outcome(
+            False, "InvalidBundle", _summary(problems), digest, None, problems[:MAX_PROBLEMS]
+        )
     except CmcpError as exc:
         return Outcome(False, "InvalidBundle", exc.message, digest, None, [exc.message])
     catalog_hash = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmcp_verifier import audit
@@ -68,20 +68,21 @@ def read(cm: Mapping[str, Any]) -> ClaimRecord:
     meta = cm.get("metadata") or {}
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
-    owner = next(
+    owner: Mapping[str, Any] = next(
         (o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"), {}
     )
-    base = {
-        "namespace": str(meta.get("namespace", "")),
-        "name": str(meta.get("name", "")),
-        "gateway": str(labels.get(api.LABEL_GATEWAY, "")),
-        "pod": str(annotations.get(api.LABEL_POD) or owner.get("name") or ""),
-        "pod_uid": str(owner.get("uid", "")),
-    }
+    base = ClaimRecord(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        gateway=str(labels.get(api.LABEL_GATEWAY, "")),
+        pod=str(annotations.get(api.LABEL_POD) or owner.get("name") or ""),
+        pod_uid=str(owner.get("uid", "")),
+        readable=False,
+    )
     text = (cm.get("data") or {}).get(api.CLAIM_KEY)
     if not isinstance(text, str):
         keys = sorted((cm.get("data") or {}).keys())
-        return ClaimRecord(**base, readable=False, problem=f"no {api.CLAIM_KEY} key (keys: {keys})")
+        return replace(base, problem=f"no {api.CLAIM_KEY} key (keys: {keys})")
     report = verify_claim(text.encode("utf-8"), LENIENT)
     facts = report.facts
     failures = [c for c in report.checks if c.status is Status.FAIL]
@@ -90,14 +91,16 @@ def read(cm: Mapping[str, Any]) -> ClaimRecord:
     ):
         why = failures[0] if failures else None
         detail = f"{why.name}: {why.detail}" if why else "not a claim envelope"
-        return ClaimRecord(**base, readable=False, problem=detail)
+        return replace(base, problem=detail)
     envelope = _loads(text)
     gateway = envelope.get("gateway", {})
     crypto_failures = failures
-    return ClaimRecord(
-        **base,
+    return replace(
+        base,
         readable=True,
-        problem=f"{crypto_failures[0].name}: {crypto_failures[0].detail}" if crypto_failures else "",
+        problem=f"{crypto_failures[0].name}: {crypto_failures[0].detail}"
+        if crypto_failures
+        else "",
         session=str(facts.get("session_id", "")),
         iat=_int(facts.get("iat")),
         length=_int((gateway.get("audit_chain") or {}).get("length")),

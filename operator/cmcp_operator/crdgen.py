@@ -50,7 +50,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             del node["anyOf"]
             inner = _resolve(options[0], defs)
             node = {**inner, **{k: v for k, v in node.items() if k != "default"}}
-            if node.get("default", None) is None:
+            if node.get("default") is None:
                 node.pop("default", None)
     return node
 
@@ -75,7 +75,11 @@ def convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = _strip_none(out[key])
         else:
             out[key] = value
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 

@@ -94,8 +94,12 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
             ctx, state.namespace, spec.candidate_bundle
         )
         state.candidate = (
-            (False, "ShadowEvaluationUnsupported", f"candidate {c_message}; the sidecar does"
-             " not evaluate candidate bundles yet, so nothing is injected for it")
+            (
+                False,
+                "ShadowEvaluationUnsupported",
+                f"candidate {c_message}; the sidecar does"
+                " not evaluate candidate bundles yet, so nothing is injected for it",
+            )
             if c_ok
             else (False, "Candidate" + c_reason, c_message)
         )
@@ -119,7 +123,11 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
     )
     previous_config = state.config_map
     state.plan, state.plan_digest = plan, plan_digest(plan)
-    state.bundle_hash, state.config_map, state.blocked = spec.bundle.hash, cm["metadata"]["name"], None
+    state.bundle_hash, state.config_map, state.blocked = (
+        spec.bundle.hash,
+        cm["metadata"]["name"],
+        None,
+    )
     if previous_config != state.config_map:
         await gc_configmaps(ctx, state)
 

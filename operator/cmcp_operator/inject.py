@@ -28,7 +28,7 @@ RECORD_VERSION = 1
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
-class InjectionRefused(Exception):  # noqa: N818 (an outcome, reported as a condition reason)
+class InjectionRefused(Exception):
     """This workload cannot be injected; ``reason`` is a condition/event reason."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -281,7 +281,7 @@ def decode_record(text: str | None) -> dict[str, Any] | None:
 def same_template(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Equal, with resource quantities compared by value (the API server canonicalises
     ``0.5`` to ``500m``)."""
-    return _normalise(current) == _normalise(desired)
+    return bool(_normalise(current) == _normalise(desired))
 
 
 def _normalise(value: Any, key: str = "") -> Any:

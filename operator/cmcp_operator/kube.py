@@ -10,6 +10,7 @@ exponential backoff before :class:`ApiError` is raised; every request is counted
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import random
@@ -75,11 +76,11 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
     try:
         if kubeconfig is None:
             try:
-                config.load_incluster_config(client_configuration=cfg)
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                config.load_kube_config(context=context, client_configuration=cfg)
+                config.load_kube_config(context=context, client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=cfg
             )
     except (config.ConfigException, OSError) as exc:
@@ -220,7 +221,9 @@ class Kube:
             raise
         return obj
 
-    async def list(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+    async def list(
+        self, path: str, *, label_selector: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Every item of a collection (paginated)."""
         return [item async for item in self.iterate(path, label_selector=label_selector)]
 
@@ -243,14 +246,12 @@ class Kube:
         obj: dict[str, Any] = await self.request("POST", path, body=body)
         return obj
 
-    async def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    async def json_patch(self, path: str, ops: builtins.list[dict[str, Any]]) -> dict[str, Any]:
         obj: dict[str, Any] = await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
         return obj
 
     async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj: dict[str, Any] = await self.request(
-            "PATCH", path, body=body, content_type=MERGE_PATCH
-        )
+        obj: dict[str, Any] = await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         return obj
 
     async def delete(self, path: str, *, precondition_uid: str | None = None) -> bool:

@@ -65,12 +65,16 @@ class LeaseElector:
             try:
                 if await self._try():
                     metrics.LEADER.set(1)
-                    log.info("leading: lease %s/%s held by %s", self.namespace, self.name, self.identity)
+                    log.info(
+                        "leading: lease %s/%s held by %s", self.namespace, self.name, self.identity
+                    )
                     return
             except ApiError as exc:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             if not announced:
-                log.info("waiting for lease %s/%s (another replica leads)", self.namespace, self.name)
+                log.info(
+                    "waiting for lease %s/%s (another replica leads)", self.namespace, self.name
+                )
                 announced = True
             await asyncio.sleep(self.retry_seconds)
 

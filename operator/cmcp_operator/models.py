@@ -45,8 +45,6 @@ def cels(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
 
 
-
-
 def _quantity(value: str | int) -> str | int:
     if isinstance(value, bool) or not re.match(QUANTITY, str(value)):
         raise ValueError(f"{value!r} is not a Kubernetes quantity such as 100m or 64Mi")
@@ -87,7 +85,9 @@ class Condition(Model):
 
     type: Annotated[str, Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
     status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    reason: Annotated[
+        str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
     message: Annotated[str, Field(max_length=32768)] = ""
     last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     observed_generation: Annotated[int, Field(ge=0)] | None = None
@@ -159,8 +159,7 @@ class McpPolicyBundleSpec(Model):
         Field(
             alias="schema",
             max_length=MAX_BUNDLE_TEXT,
-            description="schema.cedarschema: the Cedar schema the policies are validated"
-            " against.",
+            description="schema.cedarschema: the Cedar schema the policies are validated against.",
         ),
     ] = None
     manifest: Annotated[
@@ -348,9 +347,7 @@ class Placement(Model):
             json_schema_extra={"x-kubernetes-list-type": "set"},
         ),
     ] = []
-    runtime_class_name: Annotated[
-        str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN)
-    ] = None
+    runtime_class_name: Annotated[str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN)] = None
     node_labels: Annotated[
         dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
         Field(
@@ -447,8 +444,7 @@ class McpGatewaySpec(Model):
             (
                 "!has(self.candidateBundle) || (self.candidateBundle.name != self.bundle.name"
                 " && self.candidateBundle.hash != self.bundle.hash)",
-                "candidateBundle must name another McpPolicyBundle with another hash than"
-                " bundle",
+                "candidateBundle must name another McpPolicyBundle with another hash than bundle",
             ),
             (
                 "(has(self.attestation) && has(self.attestation.allowSoftware)"
@@ -540,15 +536,23 @@ class McpGatewayStatus(Model):
 
 # -- printer columns and CRD-level facts (used by crdgen) -------------------------------------
 
-BUNDLE_COLUMNS = [
+BUNDLE_COLUMNS: list[dict[str, Any]] = [
     {"name": "Hash", "type": "string", "jsonPath": ".status.shortHash"},
-    {"name": "Valid", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Valid")].status'},
+    {
+        "name": "Valid",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
+    },
     {
         "name": "Pinned",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="HashMatches")].status',
     },
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Full-Hash", "type": "string", "jsonPath": ".status.hash", "priority": 1},
     {
@@ -559,14 +563,18 @@ BUNDLE_COLUMNS = [
     },
 ]
 
-GATEWAY_COLUMNS = [
+GATEWAY_COLUMNS: list[dict[str, Any]] = [
     {"name": "Mode", "type": "string", "jsonPath": ".spec.enforcementMode"},
     {"name": "Bundle", "type": "string", "jsonPath": ".status.shortBundleHash"},
     {"name": "Workloads", "type": "integer", "jsonPath": ".status.workloads.injected"},
     {"name": "Pods", "type": "integer", "jsonPath": ".status.podsInjected"},
     {"name": "Attested", "type": "integer", "jsonPath": ".status.podsAttested"},
     {"name": "Verified", "type": "integer", "jsonPath": ".status.podsVerified"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Reason",

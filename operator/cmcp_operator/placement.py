@@ -67,10 +67,7 @@ def node_terms(
 
 
 def _exprs(labels: Mapping[str, str]) -> list[dict[str, Any]]:
-    return [
-        {"key": k, "operator": "In", "values": [labels[k]]}
-        for k in sorted(labels)
-    ]
+    return [{"key": k, "operator": "In", "values": [labels[k]]} for k in sorted(labels)]
 
 
 def combine_terms(

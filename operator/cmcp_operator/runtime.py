@@ -215,7 +215,7 @@ def registry(settings: Settings, creds: Credentials) -> kopf.OperatorRegistry:
     for kind, plural in WORKLOAD_KINDS.items():
 
         @kopf.on.event("apps", "v1", plural, id=f"workload-{plural}", param=kind, registry=reg)
-        def workload_event(event: Mapping[str, Any], param: str, **_: Any) -> None:
+        def workload_event(event: Any, param: Any = None, **_: Any) -> None:
             box["rt"].on_workload(param, event)
 
     @kopf.on.event("", "v1", "configmaps", registry=reg)

@@ -87,7 +87,9 @@ def build(
     status: dict[str, Any] = {
         "observedGeneration": state.generation,
         "bundleHash": state.bundle_hash,
-        "shortBundleHash": state.bundle_hash.removeprefix("sha256:")[:12] if state.bundle_hash else None,
+        "shortBundleHash": state.bundle_hash.removeprefix("sha256:")[:12]
+        if state.bundle_hash
+        else None,
         "configMapName": state.config_map,
         "workloads": {"selected": selected, "injected": len(injected), "refused": len(refused)},
         "injectedWorkloads": injected[:100],
@@ -97,9 +99,7 @@ def build(
         "decisions": decisions,
         "lastClaims": last,
     }
-    unattributed = [
-        r for r in claims.of_gateway(state.namespace, state.name) if not r.readable
-    ]
+    unattributed = [r for r in claims.of_gateway(state.namespace, state.name) if not r.readable]
     conds = _conditions(state, selected, injected, refused, conflicts, verdicts, unattributed)
     return status, conds
 
@@ -117,9 +117,7 @@ def _conditions(
     if state.blocked is not None:
         bundle = Cond("BundleReady", False, *state.blocked)
     else:
-        bundle = Cond(
-            "BundleReady", True, "BundleVerified", f"bundle {state.bundle_hash} in force"
-        )
+        bundle = Cond("BundleReady", True, "BundleVerified", f"bundle {state.bundle_hash} in force")
     conds.append(bundle)
     ok, reason, message = state.candidate
     if reason:
@@ -143,8 +141,12 @@ def _conditions(
     elif selected and len(injected) < selected:
         inj = Cond("Injected", False, "InProgress", f"{len(injected)} of {selected} injected")
     else:
-        inj = Cond("Injected", bool(selected), "Injected" if selected else "NothingSelected",
-                   f"{len(injected)} of {selected} workloads injected")
+        inj = Cond(
+            "Injected",
+            bool(selected),
+            "Injected" if selected else "NothingSelected",
+            f"{len(injected)} of {selected} workloads injected",
+        )
     conds.append(inj)
     conds.append(_claims_condition(verdicts, unreadable))
     ready_ok = bundle.ok is True and sel.ok is True and inj.ok is True and spec is not None
@@ -152,8 +154,12 @@ def _conditions(
     conds.append(
         Cond("Ready", True, "Ready", f"{len(injected)} workloads served")
         if ready_ok
-        else Cond("Ready", False, first_bad.reason if first_bad else "NotReady",
-                  first_bad.message if first_bad else "")
+        else Cond(
+            "Ready",
+            False,
+            first_bad.reason if first_bad else "NotReady",
+            first_bad.message if first_bad else "",
+        )
     )
     return conds
 
@@ -166,7 +172,7 @@ def _claims_condition(verdicts: dict[str, Verdict], unreadable: list[Any]) -> Co
         )
     bad = sorted((p, v) for p, v in verdicts.items() if not v.verified)
     if bad:
-        pod, v = bad[0]
+        _, v = bad[0]
         more = f" (and {len(bad) - 1} more pods)" if len(bad) > 1 else ""
         return Cond("ClaimsVerified", False, v.reason, v.message + more)
     if not verdicts:

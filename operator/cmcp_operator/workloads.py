@@ -85,9 +85,7 @@ async def reconcile(ctx: Context, key: WorkloadKey) -> None:
         await _refuse(ctx, wl, owner, refused, record, base)
         return
     new_record["plan"] = owner.plan_digest
-    if record is not None and str(record.get("gateway")) != owner.name:
-        action = "inject"
-    elif record is None:
+    if (record is not None and str(record.get("gateway")) != owner.name) or record is None:
         action = "inject"
     elif record.get("plan") == owner.plan_digest:
         action = "repair"
@@ -195,4 +193,3 @@ async def _write(
     log.info("%s %s/%s/%s (%s)", reason, wl.namespace, wl.kind, wl.name, gateway)
     if owner is not None:
         ctx.queue.add(StatusKey(owner.namespace, owner.name), ctx.settings.status_delay)
-

@@ -21,7 +21,7 @@ from typing import Any
 log = logging.getLogger("cmcp.operator.queue")
 
 
-class Requeue(Exception):  # noqa: N818 (control flow, not an error)
+class Requeue(Exception):
     """Raise from a handler to run the key again after ``delay`` seconds (not a failure)."""
 
     def __init__(self, delay: float, why: str = "") -> None:
@@ -123,7 +123,9 @@ class WorkQueue:
                 delay = min(self.base_delay * 2 ** (n - 1), self.max_delay)
                 if self.on_error is not None:
                     self.on_error(key, exc)
-                log.warning("reconcile %s failed (attempt %d, retry in %.1fs): %s", key, n, delay, exc)
+                log.warning(
+                    "reconcile %s failed (attempt %d, retry in %.1fs): %s", key, n, delay, exc
+                )
                 self.add(key, delay)
             else:
                 self._failures.pop(key, None)
