@@ -72,7 +72,9 @@ def wait_condition(
         return None
 
     try:
-        return cluster.wait_for(f"{kind}/{name} {type_}={status} {reason or ''}", check, timeout=timeout)
+        return cluster.wait_for(
+            f"{kind}/{name} {type_}={status} {reason or ''}", check, timeout=timeout
+        )
     except Exception:
         obj = get(cluster, kind, name, namespace)
         print(json.dumps((obj or {}).get("status"), indent=1), file=sys.stderr)
@@ -134,7 +136,11 @@ def gateway(
 
 
 def deployment(
-    name: str, namespace: str, *, app: str = "agent", labels: dict[str, str] | None = None,
+    name: str,
+    namespace: str,
+    *,
+    app: str = "agent",
+    labels: dict[str, str] | None = None,
     template_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
@@ -144,7 +150,11 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app, **(labels or {})}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": app, **(labels or {})},
+        },
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": app, "instance": name}},
@@ -183,7 +193,9 @@ def token_kubeconfig(cluster: K8sCluster, path: Path, token: str, user: str) -> 
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}],
+        "clusters": [
+            {"name": "c", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": user}}],
         "current-context": "c",
@@ -196,7 +208,9 @@ def token_kubeconfig(cluster: K8sCluster, path: Path, token: str, user: str) -> 
 class OperatorProcess:
     """``python -m cmcp_operator`` against the test cluster."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, *extra: str, name: str = "operator") -> None:
+    def __init__(
+        self, kubeconfig: Path, log_dir: Path, *extra: str, name: str = "operator"
+    ) -> None:
         self.kubeconfig, self.log_dir, self.extra, self.name = kubeconfig, log_dir, extra, name
         self.proc: Any = None
         self.metrics_port = self.health_port = 0
@@ -205,16 +219,26 @@ class OperatorProcess:
     def start(self, *extra: str, wait: bool = True) -> OperatorProcess:
         self.metrics_port, self.health_port = procs.pick_ports(2)
         argv = [
-            sys.executable, "-m", "cmcp_operator",
-            "--kubeconfig", str(self.kubeconfig),
+            sys.executable,
+            "-m",
+            "cmcp_operator",
+            "--kubeconfig",
+            str(self.kubeconfig),
             "--all-namespaces",
-            "--sidecar-image", SIDECAR_IMAGE,
-            "--metrics-port", str(self.metrics_port),
-            "--health-port", str(self.health_port),
-            "--bind", "127.0.0.1",
-            "--log-format", "json",
-            "--resync-seconds", "20",
-            *self.extra, *extra,
+            "--sidecar-image",
+            SIDECAR_IMAGE,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health-port",
+            str(self.health_port),
+            "--bind",
+            "127.0.0.1",
+            "--log-format",
+            "json",
+            "--resync-seconds",
+            "20",
+            *self.extra,
+            *extra,
         ]
         if not any(a.startswith("--leader-election") or a == "--no-leader-election" for a in argv):
             argv.append("--no-leader-election")
@@ -228,14 +252,18 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited {self.proc.returncode}: {self.tail()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
-                    return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1),
+            ):
+                return
             time.sleep(0.2)
         raise RuntimeError(f"operator not healthy in {timeout}s: {self.tail()}")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
             return r.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:

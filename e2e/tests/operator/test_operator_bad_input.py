@@ -31,8 +31,14 @@ BAD_CEDAR = (
 
 def _events(cluster: K8sCluster, ns: str, name: str, reason: str) -> str:
     return cluster.kubectl(
-        "get", "events", "-n", ns, "--field-selector",
-        f"involvedObject.name={name},reason={reason}", "-o", "json",
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        f"involvedObject.name={name},reason={reason}",
+        "-o",
+        "json",
     ).stdout
 
 
@@ -70,7 +76,9 @@ def test_hash_mismatch_refused_and_workloads_keep_their_bundle(
     assert _rendered(k8s_cluster, ns) == []
     # A gateway requiring the real hash gets nothing to inject while the bundle is refused.
     apply(k8s_cluster, deployment("agent", ns), gateway("gw", ns, "policy", good))
-    gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "BundleReady", "False", "BundleHashMismatch")
+    gw = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "BundleReady", "False", "BundleHashMismatch"
+    )
     assert "spec.expectedHash pins" in condition(gw, "BundleReady")["message"]
     time.sleep(1)
     assert not injected(get(k8s_cluster, "deployment", "agent", ns))
@@ -92,12 +100,17 @@ def test_selector_matching_nothing(
 ) -> None:
     ns = k8s_namespace
     digest = bundle_hash(ALLOW)
-    apply(k8s_cluster, bundle("policy", ns, ALLOW), gateway("gw", ns, "policy", digest, app="nobody"))
-    gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "WorkloadsSelected", "False", "NoMatchingWorkloads")
+    apply(
+        k8s_cluster, bundle("policy", ns, ALLOW), gateway("gw", ns, "policy", digest, app="nobody")
+    )
+    gw = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "WorkloadsSelected", "False", "NoMatchingWorkloads"
+    )
     assert "matches the selector" in condition(gw, "WorkloadsSelected")["message"]
     assert condition(gw, "Ready")["reason"] == "NoMatchingWorkloads"
     k8s_cluster.wait_for(
-        "event", lambda: "NoMatchingWorkloads" in _events(k8s_cluster, ns, "gw", "NoMatchingWorkloads")
+        "event",
+        lambda: "NoMatchingWorkloads" in _events(k8s_cluster, ns, "gw", "NoMatchingWorkloads"),
     )
 
 
@@ -106,8 +119,12 @@ def test_bundle_deleted_while_in_use(
 ) -> None:
     ns = k8s_namespace
     digest = bundle_hash(ALLOW)
-    apply(k8s_cluster, bundle("policy", ns, ALLOW), deployment("agent", ns),
-          gateway("gw", ns, "policy", digest))
+    apply(
+        k8s_cluster,
+        bundle("policy", ns, ALLOW),
+        deployment("agent", ns),
+        gateway("gw", ns, "policy", digest),
+    )
     k8s_cluster.wait_for("injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns)))
     template = get(k8s_cluster, "deployment", "agent", ns)["spec"]["template"]  # type: ignore[index]
     k8s_cluster.kubectl("delete", "mcpb", "policy", "-n", ns, "--wait=false")
@@ -120,7 +137,9 @@ def test_bundle_deleted_while_in_use(
     assert _rendered(k8s_cluster, ns)  # the ConfigMap the pods mount is still there
     # Once no gateway pins it, the deletion completes.
     k8s_cluster.kubectl("delete", "mcpgw", "gw", "-n", ns, "--wait=false")
-    k8s_cluster.wait_for("bundle gone", lambda: get(k8s_cluster, "mcpb", "policy", ns) is None, timeout=40)
+    k8s_cluster.wait_for(
+        "bundle gone", lambda: get(k8s_cluster, "mcpb", "policy", ns) is None, timeout=40
+    )
     assert not injected(get(k8s_cluster, "deployment", "agent", ns))
 
 
@@ -152,8 +171,12 @@ def test_garbage_claim_configmap(
 ) -> None:
     ns = k8s_namespace
     digest = bundle_hash(ALLOW)
-    apply(k8s_cluster, bundle("policy", ns, ALLOW), deployment("agent", ns),
-          gateway("gw", ns, "policy", digest))
+    apply(
+        k8s_cluster,
+        bundle("policy", ns, ALLOW),
+        deployment("agent", ns),
+        gateway("gw", ns, "policy", digest),
+    )
     wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     garbage = {
         "apiVersion": "v1",
@@ -165,10 +188,15 @@ def test_garbage_claim_configmap(
         },
         "data": {"claim.json": '{"cmcp_version": "1.0", "trace": [1, 2'},
     }
-    no_key = {**garbage, "metadata": {**garbage["metadata"], "name": "claim-nokey"},
-              "data": {"other": "x"}}
+    no_key = {
+        **garbage,
+        "metadata": {**garbage["metadata"], "name": "claim-nokey"},
+        "data": {"other": "x"},
+    }
     apply(k8s_cluster, garbage, no_key)
-    gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "ClaimsVerified", "False", "ClaimUnreadable")
+    gw = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "ClaimsVerified", "False", "ClaimUnreadable"
+    )
     assert "claim-" in condition(gw, "ClaimsVerified")["message"]
     k8s_cluster.wait_for(
         "event on the ConfigMap",
@@ -186,21 +214,36 @@ def test_source_configmap_missing_then_created(
 ) -> None:
     ns = k8s_namespace
     spec = bundle("policy", ns, ALLOW)["spec"]
-    apply(k8s_cluster, {
-        "apiVersion": "cmcp.dev/v1alpha1", "kind": "McpPolicyBundle",
-        "metadata": {"name": "from-cm", "namespace": ns},
-        "spec": {"configMapRef": {"name": "policy-src"}, "expectedHash": bundle_hash(ALLOW)},
-    })
+    apply(
+        k8s_cluster,
+        {
+            "apiVersion": "cmcp.dev/v1alpha1",
+            "kind": "McpPolicyBundle",
+            "metadata": {"name": "from-cm", "namespace": ns},
+            "spec": {"configMapRef": {"name": "policy-src"}, "expectedHash": bundle_hash(ALLOW)},
+        },
+    )
     obj = wait_condition(k8s_cluster, "mcpb", "from-cm", ns, "Valid", "False", "SourceNotFound")
     assert "policy-src" in condition(obj, "Valid")["message"]
-    data = {**spec["policies"], "schema.cedarschema": spec["schema"], "manifest.json": spec["manifest"],
-            "README.md": "ignored"}
-    apply(k8s_cluster, {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "policy-src", "namespace": ns,
-                     "labels": {"cmcp.dev/component": "bundle-source"}},
-        "data": data,
-    })
+    data = {
+        **spec["policies"],
+        "schema.cedarschema": spec["schema"],
+        "manifest.json": spec["manifest"],
+        "README.md": "ignored",
+    }
+    apply(
+        k8s_cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "policy-src",
+                "namespace": ns,
+                "labels": {"cmcp.dev/component": "bundle-source"},
+            },
+            "data": data,
+        },
+    )
     obj = wait_condition(k8s_cluster, "mcpb", "from-cm", ns, "Ready", "True")
     assert obj["status"]["hash"] == bundle_hash(ALLOW)
 
@@ -208,21 +251,34 @@ def test_source_configmap_missing_then_created(
 MALFORMED = [
     ("selector", {}, "an empty selector would select every workload"),
     ("bundle", {"name": "policy", "hash": "sha256:abc"}, "spec.bundle.hash"),
-    ("candidateBundle", {"name": "policy", "hash": "sha256:" + "0" * 64},
-     "candidateBundle must name another McpPolicyBundle"),
+    (
+        "candidateBundle",
+        {"name": "policy", "hash": "sha256:" + "0" * 64},
+        "candidateBundle must name another McpPolicyBundle",
+    ),
     ("upstreams", [{"name": "a", "url": "ftp://x"}], "spec.upstreams[0].url"),
     ("placement", {"tolerations": []}, "placement must name teeTypes or a runtimeClassName"),
-    ("placement", {"teeTypes": ["tdx"], "tolerations": [{"operator": "Exists", "value": "x"}]},
-     "operator Exists takes no value"),
+    (
+        "placement",
+        {"teeTypes": ["tdx"], "tolerations": [{"operator": "Exists", "value": "x"}]},
+        "operator Exists takes no value",
+    ),
     ("enforcementMode", "yolo", "spec.enforcementMode"),
-    ("upstreams", [{"name": "a", "url": "http://a"}, {"name": "a", "url": "http://b"}],
-     "Duplicate value"),
+    (
+        "upstreams",
+        [{"name": "a", "url": "http://a"}, {"name": "a", "url": "http://b"}],
+        "Duplicate value",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), MALFORMED)
 def test_api_server_rejects_malformed_gateways(
-    k8s_cluster: K8sCluster, k8s_namespace: str, crds: K8sCluster, field: str, value: object,
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    crds: K8sCluster,
+    field: str,
+    value: object,
     message: str,
 ) -> None:
     body = gateway("gw", k8s_namespace, "policy", bundle_hash(ALLOW))

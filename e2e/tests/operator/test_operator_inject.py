@@ -49,7 +49,8 @@ def _running_pod(cluster: K8sCluster, ns: str) -> dict[str, Any]:
         pods = [
             p
             for p in _pods(cluster, ns)
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
             and any(c["name"] == "cmcp-gateway" for c in p["spec"].get("initContainers") or [])
         ]
         return pods[0] if len(pods) == 1 else None
@@ -100,8 +101,12 @@ def test_injection_anatomy_and_placement(
     gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     assert volumes["cmcp-bundle"]["configMap"]["name"] == f"mcpb-policy-{digest[7:19]}"
     assert volumes["cmcp-config"]["configMap"]["name"] == gw["status"]["configMapName"]
-    assert {"key": "confidential-computing", "operator": "Equal", "value": "true",
-            "effect": "NoSchedule"} in spec["tolerations"]
+    assert {
+        "key": "confidential-computing",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoSchedule",
+    } in spec["tolerations"]
     record = json.loads(dep["metadata"]["annotations"]["cmcp.dev/injection"])
     assert record["gateway"] == "gw"
     pod = _running_pod(k8s_cluster, ns)
@@ -113,12 +118,26 @@ def test_injection_anatomy_and_placement(
     assert config is not None and config["immutable"] is True
     assert "sink: kubernetes" in config["data"]["cmcp-config.yaml"]
     table = k8s_cluster.kubectl("get", "mcpgateways", "-n", ns).stdout.splitlines()
-    assert table[0].split()[:8] == ["NAME", "MODE", "BUNDLE", "WORKLOADS", "PODS", "ATTESTED", "VERIFIED", "READY"]
+    assert table[0].split()[:8] == [
+        "NAME",
+        "MODE",
+        "BUNDLE",
+        "WORKLOADS",
+        "PODS",
+        "ATTESTED",
+        "VERIFIED",
+        "READY",
+    ]
     assert table[1].split()[:4] == ["gw", "enforcing", digest[7:19], "1"]
     # The claims writer: a Role allowing only `create` on ConfigMaps, bound to the pod's SA.
     sa = f"system:serviceaccount:{ns}:default"
     can = k8s_cluster.kubectl
-    assert can("auth", "can-i", "create", "configmaps", "-n", ns, "--as", sa, check=False).stdout.strip() == "yes"
+    assert (
+        can(
+            "auth", "can-i", "create", "configmaps", "-n", ns, "--as", sa, check=False
+        ).stdout.strip()
+        == "yes"
+    )
     for verb in ("get", "list", "delete", "update"):
         out = can("auth", "can-i", verb, "configmaps", "-n", ns, "--as", sa, check=False).stdout
         assert out.strip() == "no", verb
@@ -135,7 +154,10 @@ def test_placement_variants(
         "tdx-rc": ({"runtimeClassName": "kata-qemu-tdx"}, {"cc-nfd-tdx"}),
         "cvm": ({"teeTypes": ["azure-cvm"]}, {"cc-aks-cvm"}),
         "gke-snp": (
-            {"teeTypes": ["sev-snp"], "nodeLabels": {"cloud.google.com/gke-confidential-nodes-instance-type": "SEV_SNP"}},
+            {
+                "teeTypes": ["sev-snp"],
+                "nodeLabels": {"cloud.google.com/gke-confidential-nodes-instance-type": "SEV_SNP"},
+            },
             {"cc-gke-snp"},
         ),
         "tdx-any": ({"teeTypes": ["tdx"]}, {"cc-nfd-tdx", "cc-gke-tdx"}),
@@ -146,9 +168,13 @@ def test_placement_variants(
         objs.append(gateway(f"gw-{app}", ns, "policy", digest, app=app, placement=placement))
     apply(k8s_cluster, *objs)
     for app, (_, nodes) in cases.items():
+
         def placed(app: str = app) -> str | None:
-            pods = [p for p in _pods(k8s_cluster, ns, app) if p["status"].get("phase") == "Running"
-                    and p["spec"].get("initContainers")]
+            pods = [
+                p
+                for p in _pods(k8s_cluster, ns, app)
+                if p["status"].get("phase") == "Running" and p["spec"].get("initContainers")
+            ]
             return pods[0]["spec"]["nodeName"] if pods else None
 
         node = k8s_cluster.wait_for(f"{app} scheduled", placed, timeout=60)
@@ -187,22 +213,41 @@ def test_drift_repaired_user_edits_kept(
     patch = [
         {"op": "replace", "path": "/spec/template/spec/initContainers/0/image", "value": "evil:1"},
         # Someone tries to switch the gateway to software attestation behind our back.
-        {"op": "add", "path": "/spec/template/spec/initContainers/0/env/-",
-         "value": {"name": "CMCP_DEV_MODE", "value": "1"}},
+        {
+            "op": "add",
+            "path": "/spec/template/spec/initContainers/0/env/-",
+            "value": {"name": "CMCP_DEV_MODE", "value": "1"},
+        },
     ]
-    k8s_cluster.kubectl("patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch))
+    k8s_cluster.kubectl(
+        "patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch)
+    )
 
     def repaired() -> bool:
         cur = get(k8s_cluster, "deployment", "agent", ns)
         return bool(cur) and cur["spec"]["template"]["spec"]["initContainers"][0] == good_sidecar  # type: ignore[index]
 
     k8s_cluster.wait_for("sidecar restored", repaired)
-    events = k8s_cluster.kubectl("get", "events", "-n", ns, "--field-selector",
-                                 "involvedObject.name=agent,reason=InjectionRepaired").stdout
+    events = k8s_cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.name=agent,reason=InjectionRepaired",
+    ).stdout
     assert "InjectionRepaired" in events
     # A change to the agent's own container is the user's and is kept, sidecar included.
-    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "registry.invalid/agent:2"}]
-    k8s_cluster.kubectl("patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch))
+    patch = [
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/0/image",
+            "value": "registry.invalid/agent:2",
+        }
+    ]
+    k8s_cluster.kubectl(
+        "patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch)
+    )
     time.sleep(2)
     cur = get(k8s_cluster, "deployment", "agent", ns)
     assert cur is not None
@@ -223,7 +268,9 @@ def test_opt_out_and_gateway_deletion_restore_the_original(
     apply(k8s_cluster, deployment("other", ns, labels={"cmcp.dev/inject": "false"}))
     other_original = get(k8s_cluster, "deployment", "other", ns)
     k8s_cluster.kubectl("label", "deployment", "other", "-n", ns, "cmcp.dev/inject-")
-    k8s_cluster.wait_for("second injected", lambda: injected(get(k8s_cluster, "deployment", "other", ns)))
+    k8s_cluster.wait_for(
+        "second injected", lambda: injected(get(k8s_cluster, "deployment", "other", ns))
+    )
     k8s_cluster.kubectl("label", "deployment", "agent", "-n", ns, "cmcp.dev/inject=false")
 
     def stripped(name: str) -> dict[str, Any] | None:
@@ -265,11 +312,15 @@ def test_bundle_repin_rolls_workloads(
         return vols["cmcp-bundle"]["configMap"]["name"] == f"mcpb-policy-v2-{new_digest[7:19]}"
 
     k8s_cluster.wait_for("workload rolled to the new bundle", rolled)
-    k8s_cluster.wait_for("a new ReplicaSet", lambda: len(get_list(k8s_cluster, "rs", ns)) > rs_before)
+    k8s_cluster.wait_for(
+        "a new ReplicaSet", lambda: len(get_list(k8s_cluster, "rs", ns)) > rs_before
+    )
     k8s_cluster.wait_for(
         "status shows the new bundle",
-        lambda: ((get(k8s_cluster, "mcpgw", "gw", ns) or {}).get("status") or {}).get("bundleHash")
-        == new_digest,
+        lambda: (
+            ((get(k8s_cluster, "mcpgw", "gw", ns) or {}).get("status") or {}).get("bundleHash")
+            == new_digest
+        ),
     )
     wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
 
@@ -284,6 +335,8 @@ def test_statefulset_injected(
     sts["kind"] = "StatefulSet"
     sts["spec"]["serviceName"] = "db-agent"
     apply(k8s_cluster, sts, gateway("gw", ns, "policy", digest))
-    k8s_cluster.wait_for("statefulset injected", lambda: injected(get(k8s_cluster, "statefulset", "db-agent", ns)))
+    k8s_cluster.wait_for(
+        "statefulset injected", lambda: injected(get(k8s_cluster, "statefulset", "db-agent", ns))
+    )
     gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     assert gw["status"]["injectedWorkloads"] == ["StatefulSet/db-agent"]
