@@ -7,7 +7,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -307,3 +309,74 @@ def paused(op: OperatorProcess) -> Iterator[None]:
         yield
     finally:
         op.start()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to the API server that can be cut and restored: while
+    down, connections are refused and open ones are reset — a real outage as clients see
+    it, without stopping the shared control plane."""
+
+    def __init__(self, server: str) -> None:
+        host_port = server.removeprefix("https://").rstrip("/")
+        host, _, port = host_port.rpartition(":")
+        self.target = (host, int(port))
+        self.port = procs.pick_ports(1)[0]
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def up(self) -> TcpProxy:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
