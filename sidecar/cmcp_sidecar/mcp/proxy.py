@@ -1,0 +1,471 @@
+"""The MCP endpoint: ``POST|GET|DELETE /mcp`` in both protocol eras.
+
+An inbound POST is checked at the HTTP level (Accept, Content-Type, size), parsed strictly
+(one message, no batches, no duplicate keys), assigned its era by ``MCP-Protocol-Version``
+(a 2026-07-28 value → stateless; absent or a 2025 value → session-based), checked for
+header/body consistency (stateless), tied to its session and claim session, and dispatched by
+method. Every message that could invoke a tool or read data goes through the seam
+(:mod:`.intercept`) before anything is forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from aiohttp import web
+
+from . import directory, merge
+from . import headers as mh
+from .exchange import answer_upstream, fault_reply, json_response, relay_streams, send
+from .hub import SESSION_HEADER, Call, Hub
+from .intercept import Era, Fault, OpKind, Reply
+from .jsonrpc import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    Message,
+    ProtocolError,
+    dumps,
+    error_message,
+    parse_message,
+)
+from .routing import Kind, RouteError
+from .sessions import Session
+from .tokens import TokenError, parse_event_id
+from .upstream import HANDSHAKE_VERSIONS, JSON, SSE, Upstream, UpstreamFault
+
+log = logging.getLogger(__name__)
+
+# JSON-RPC error code → HTTP status for the gateway's own refusals (2026-07-28 table).
+_STATUS: Final = {
+    -32700: 400,
+    -32600: 400,
+    -32602: 400,
+    -32020: 400,
+    -32021: 400,
+    -32022: 400,
+    -32601: 404,
+}
+_LIST_METHODS: Final = {
+    "tools/list": (OpKind.LIST_TOOLS, "tools"),
+    "prompts/list": (OpKind.LIST_PROMPTS, "prompts"),
+    "resources/list": (OpKind.LIST_RESOURCES, "resources"),
+    "resources/templates/list": (OpKind.LIST_RESOURCE_TEMPLATES, "resourceTemplates"),
+}
+_URI_METHODS: Final = {
+    "resources/read": OpKind.READ_RESOURCE,
+    "resources/subscribe": OpKind.SUBSCRIBE_RESOURCE,
+    "resources/unsubscribe": OpKind.UNSUBSCRIBE_RESOURCE,
+}
+
+
+def accepts(request: web.Request) -> tuple[bool, bool]:
+    """(accepts JSON, accepts SSE), honouring wildcards."""
+    types = {
+        p.split(";", 1)[0].strip().lower()
+        for p in request.headers.getall("Accept", [])
+        for p in p.split(",")
+    }
+    wild = "*/*" in types
+    return (
+        wild or JSON in types or "application/*" in types,
+        wild or SSE in types or "text/*" in types,
+    )
+
+
+def refusal(
+    exc: ProtocolError, headers: dict[str, str] | None = None, status: int | None = None
+) -> web.Response:
+    return web.Response(
+        body=dumps(exc.to_message()),
+        status=status or _STATUS.get(exc.code, 200),
+        content_type=JSON,
+        headers=headers,
+    )
+
+
+def http_error(status: int, message: str, code: int = INVALID_REQUEST) -> web.Response:
+    """An HTTP-level refusal with a JSON-RPC error body without id."""
+    return web.Response(
+        body=dumps(error_message(None, code, message)), status=status, content_type=JSON
+    )
+
+
+class Proxy:
+    """Request handlers for /mcp bound to one gateway's :class:`Hub`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.router = hub.router
+
+    # -- HTTP entry points ------------------------------------------------------------
+
+    async def post(self, request: web.Request, principal: str) -> web.StreamResponse:
+        wants_json, wants_sse = accepts(request)
+        if not (wants_json and wants_sse):
+            return http_error(
+                406, "Not Acceptable: accept both application/json and text/event-stream"
+            )
+        if request.content_type != JSON:
+            return http_error(415, "Unsupported Media Type: Content-Type must be application/json")
+        try:
+            body = await self._body(request)
+        except web.HTTPRequestEntityTooLarge:
+            return http_error(
+                413, f"request body exceeds {self.hub.limits.max_request_bytes} bytes"
+            )
+        try:
+            message = parse_message(body, max_bytes=self.hub.limits.max_request_bytes)
+        except ProtocolError as exc:
+            return refusal(exc, status=400)
+        version = request.headers.get(mh.PROTOCOL_VERSION)
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            return await self._post_stateless(request, principal, message)
+        return await self._post_session(request, principal, message)
+
+    async def get(self, request: web.Request, principal: str) -> web.StreamResponse:
+        version = request.headers.get(mh.PROTOCOL_VERSION)
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            return web.Response(status=405, headers={"Allow": "POST"})
+        if not accepts(request)[1]:
+            return http_error(406, "Not Acceptable: accept text/event-stream")
+        session, refused = self._session(request, principal)
+        if session is None:
+            return refused
+        call = Call(request, session.ctx, session)
+        session.active += 1
+        try:
+            return await self._get_stream(call, session, request.headers.get("Last-Event-ID"))
+        finally:
+            session.active -= 1
+            session.touch()
+
+    async def delete(self, request: web.Request, principal: str) -> web.StreamResponse:
+        version = request.headers.get(mh.PROTOCOL_VERSION)
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            return web.Response(status=405, headers={"Allow": "POST"})
+        session, refused = self._session(request, principal)
+        if session is None:
+            return refused
+        await self.hub.sessions.end(session, "delete")
+        self.hub.metrics.sessions.set(len(self.hub.sessions))
+        return web.Response(status=200, headers=Call(request, session.ctx, None).headers())
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.hub.limits.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        data = await request.content.read(limit + 1)
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        while not request.content.at_eof():  # read() may return less than asked
+            more = await request.content.read(limit + 1 - len(data))
+            if not more:
+                break
+            data += more
+            if len(data) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        return data
+
+    def _session(self, request: web.Request, principal: str) -> tuple[Session | None, web.Response]:
+        sid = request.headers.get(SESSION_HEADER)
+        if not sid:
+            return None, http_error(400, "Bad Request: Missing session ID")
+        session = self.hub.sessions.get(sid, principal)
+        if session is None:
+            return None, http_error(404, "Not Found: unknown or expired session")
+        return session, http_error(500, "unreachable")
+
+    # -- session-based era (2025 revisions) --------------------------------------------
+
+    async def _post_session(
+        self, request: web.Request, principal: str, msg: Message
+    ) -> web.StreamResponse:
+        if msg.is_request and msg.method == "initialize":
+            if request.headers.get(SESSION_HEADER):
+                return refusal(
+                    ProtocolError(INVALID_REQUEST, "the session is already initialized", msg.id)
+                )
+            return await self._initialize(request, principal, msg)
+        session, refused = self._session(request, principal)
+        if session is None:
+            return refused
+        session.active += 1
+        try:
+            call = Call(request, session.ctx, session, msg.id, msg.method or "")
+            if msg.is_response:
+                return await self._client_response(call, session, msg)
+            if msg.is_notification:
+                return await self._client_notification(call, session, msg)
+            if msg.id in session.pending:
+                return refusal(
+                    ProtocolError(INVALID_REQUEST, "request id is already in use", msg.id)
+                )
+            return await self._dispatch(call, msg)
+        finally:
+            session.active -= 1
+            session.touch()
+
+    async def _initialize(
+        self, request: web.Request, principal: str, msg: Message
+    ) -> web.StreamResponse:
+        hub = self.hub
+        if hub.sessions.full():
+            return http_error(503, "Too many open sessions")
+        version = msg.params.get("protocolVersion")
+        session = hub.sessions.create(
+            principal, version if isinstance(version, str) else HANDSHAKE_VERSIONS[-1]
+        )
+        call = Call(request, session.ctx, session, msg.id, "initialize")
+        try:
+            result = await merge.initialize(hub, call, session, msg)
+        except merge.FanOutError as exc:
+            await hub.sessions.end(session, "initialize_failed")
+            return json_response(
+                Call(request, session.ctx, None), error_message(msg.id, **exc.error), exc.status
+            )
+        session.protocol_version = result.get("protocolVersion", session.protocol_version)
+        hub.metrics.sessions.set(len(hub.sessions))
+        return json_response(call, {"jsonrpc": "2.0", "id": msg.id, "result": result})
+
+    async def _client_response(
+        self, call: Call, session: Session, msg: Message
+    ) -> web.StreamResponse:
+        key = msg.id if isinstance(msg.id, str) else None
+        relayed = session.server_requests.pop(key, None) if key is not None else None
+        if relayed is None:
+            log.info("dropped an agent response to no relayed request")
+            return web.Response(status=202, headers=call.headers())
+        reply = await self.hub.complete(relayed.admission, Reply.of(msg.raw))
+        await answer_upstream(session, relayed.upstream, reply.message(relayed.upstream_id))
+        return web.Response(status=202, headers=call.headers())
+
+    async def _client_notification(
+        self, call: Call, session: Session, msg: Message
+    ) -> web.StreamResponse:
+        method = msg.method or ""
+        targets = self.router.upstreams
+        if method == "notifications/cancelled":
+            request_id = msg.params.get("requestId")
+            pending = session.pending.get(request_id) if isinstance(request_id, int | str) else None
+            targets = [pending.upstream] if pending is not None else []
+        body = dumps(msg.raw)
+        await asyncio.gather(*(self._notify(session, up, body) for up in targets))
+        return web.Response(status=202, headers=call.headers())
+
+    async def _notify(self, session: Session, up: Upstream, body: bytes) -> None:
+        headers = {"Content-Type": JSON, "Accept": f"{JSON}, {SSE}", **session.upstream_headers(up)}
+        try:
+            async with up.request("POST", headers=headers, body=body) as resp:
+                if resp.status >= 400:
+                    log.info("upstream %s refused a notification: HTTP %d", up.name, resp.status)
+        except UpstreamFault as exc:
+            log.info("notification to upstream %s failed: %s", up.name, exc.message)
+
+    async def _get_stream(
+        self, call: Call, session: Session, last_event_id: str | None
+    ) -> web.StreamResponse:
+        positions: dict[int, str] = {}
+        standalone = True
+        if last_event_id:
+            try:
+                standalone, positions = parse_event_id(last_event_id, len(self.router.upstreams))
+            except TokenError:
+                return http_error(400, "Bad Request: unknown Last-Event-ID")
+        targets = (
+            self.router.upstreams if standalone else [self.router.upstreams[i] for i in positions]
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            opened: list[tuple[Upstream, Any]] = []
+            statuses: list[int] = []
+            for up in targets:
+                headers = {"Accept": SSE, **session.upstream_headers(up)}
+                if up.index in positions:
+                    headers["Last-Event-ID"] = positions[up.index]
+                try:
+                    resp = await stack.enter_async_context(
+                        up.request("GET", headers=headers, stream=True)
+                    )
+                except UpstreamFault as exc:
+                    log.info("GET stream of upstream %s: %s", up.name, exc.message)
+                    statuses.append(502)
+                    continue
+                if resp.status == 200 and resp.headers.get("Content-Type", "").startswith(SSE):
+                    opened.append((up, resp))
+                else:
+                    statuses.append(resp.status)
+            if not opened:
+                status = (
+                    405
+                    if statuses and all(s == 405 for s in statuses)
+                    else (
+                        409
+                        if 409 in statuses
+                        else 502
+                        if 502 in statuses
+                        else (statuses or [502])[0]
+                    )
+                )
+                return web.Response(
+                    status=status,
+                    headers={**call.headers(), "Allow": "GET, POST, DELETE"}
+                    if status == 405
+                    else call.headers(),
+                )
+            return await relay_streams(
+                self.hub, call, opened, standalone=standalone, positions=positions
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- stateless era (2026-07-28) ----------------------------------------------------
+
+    async def _post_stateless(
+        self, request: web.Request, principal: str, msg: Message
+    ) -> web.StreamResponse:
+        if msg.is_notification:
+            return web.Response(status=202)  # no client notifications on this wire: ack and drop
+        if msg.is_response:
+            return refusal(
+                ProtocolError(INVALID_REQUEST, "clients do not send responses on this revision"),
+                status=400,
+            )
+        assert msg.method is not None and msg.id is not None
+        try:
+            dup = mh.duplicated_routing_header(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
+            )
+            if dup is not None:
+                raise ProtocolError(
+                    -32020, f"Header mismatch: {dup} appears more than once", msg.id
+                )
+            mh.check_routing_headers(msg.method, msg.params, request.headers, msg.id)
+        except ProtocolError as exc:
+            return refusal(exc, status=400)
+        version = mh.envelope_version(msg.params, msg.id)
+        try:
+            supported = await merge.modern_versions(self.hub)
+        except UpstreamFault as exc:
+            error, status = fault_reply(Fault(exc.code, exc.message))
+            return web.Response(
+                body=dumps(error_message(msg.id, **error)), status=status, content_type=JSON
+            )
+        if version not in supported:
+            offer = list(supported) or list(reversed(HANDSHAKE_VERSIONS))
+            data = {"supported": offer, "requested": version}
+            message = error_message(
+                msg.id, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", data
+            )
+            return web.Response(body=dumps(message), status=400, content_type=JSON)
+        ctx = self.hub.windows.current(principal, version)
+        call = Call(request, ctx, None, msg.id, msg.method)
+        return await self._dispatch(call, msg)
+
+    # -- method dispatch (both eras) ---------------------------------------------------
+
+    async def _dispatch(self, call: Call, msg: Message) -> web.StreamResponse:
+        method = msg.method or ""
+        try:
+            if method == "ping":
+                return json_response(call, {"jsonrpc": "2.0", "id": msg.id, "result": {}})
+            if method in _LIST_METHODS:
+                kind, key = _LIST_METHODS[method]
+                return await merge.list_page(self.hub, call, msg, kind, key)
+            if method == "tools/call":
+                return await self._named(call, msg, Kind.TOOL, OpKind.CALL_TOOL)
+            if method == "prompts/get":
+                return await self._named(call, msg, Kind.PROMPT, OpKind.GET_PROMPT)
+            if method in _URI_METHODS:
+                return await self._by_uri(call, msg, _URI_METHODS[method])
+            if method == "completion/complete":
+                return await self._complete(call, msg)
+            if method == "logging/setLevel":
+                return await merge.broadcast(self.hub, call, msg, OpKind.SET_LOG_LEVEL)
+            if method == "server/discover" and call.ctx.era is Era.STATELESS:
+                return await merge.discover(self.hub, call, msg)
+            if method == "subscriptions/listen" and call.ctx.era is Era.STATELESS:
+                return await merge.listen(self.hub, call, msg)
+            if method == "initialize":
+                raise ProtocolError(
+                    INVALID_REQUEST, "initialize is not part of this protocol revision", msg.id
+                )
+            single = self.router.single
+            if single is None:
+                raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}", msg.id)
+            return await send(self.hub, call, msg, single, OpKind.OTHER, dict(msg.params))
+        except ProtocolError as exc:
+            return refusal(
+                exc,
+                call.headers(),
+                status=_STATUS.get(exc.code, 200) if call.ctx.era is Era.STATELESS else 200,
+            )
+
+    async def _named(
+        self, call: Call, msg: Message, kind: Kind, op_kind: OpKind
+    ) -> web.StreamResponse:
+        name = msg.params.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(INVALID_PARAMS, "params.name must be a string", msg.id)
+        try:
+            target = self.router.resolve(kind, name)
+        except RouteError as exc:
+            raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
+        params = dict(msg.params)
+        params["name"] = target.name
+        return await send(
+            self.hub,
+            call,
+            msg,
+            target.upstream,
+            op_kind,
+            params,
+            name=name,
+            upstream_name=target.name,
+        )
+
+    async def _by_uri(self, call: Call, msg: Message, op_kind: OpKind) -> web.StreamResponse:
+        uri = msg.params.get("uri")
+        if not isinstance(uri, str):
+            raise ProtocolError(INVALID_PARAMS, "params.uri must be a string", msg.id)
+        up = await directory.resource_upstream(self.hub, uri, msg.id)
+        return await send(
+            self.hub, call, msg, up, op_kind, dict(msg.params), name=uri, upstream_name=uri
+        )
+
+    async def _complete(self, call: Call, msg: Message) -> web.StreamResponse:
+        ref = msg.params.get("ref")
+        if not isinstance(ref, dict):
+            raise ProtocolError(INVALID_PARAMS, "params.ref must be an object", msg.id)
+        params = dict(msg.params)
+        if ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
+            try:
+                target = self.router.resolve(Kind.PROMPT, ref["name"])
+            except RouteError as exc:
+                raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
+            params["ref"] = {**ref, "name": target.name}
+            return await send(
+                self.hub,
+                call,
+                msg,
+                target.upstream,
+                OpKind.COMPLETE,
+                params,
+                name=ref["name"],
+                upstream_name=target.name,
+            )
+        if ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
+            up = await directory.resource_upstream(self.hub, ref["uri"], msg.id)
+            return await send(
+                self.hub,
+                call,
+                msg,
+                up,
+                OpKind.COMPLETE,
+                params,
+                name=ref["uri"],
+                upstream_name=ref["uri"],
+            )
+        raise ProtocolError(INVALID_PARAMS, "params.ref must name a prompt or a resource", msg.id)
