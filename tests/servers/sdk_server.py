@@ -33,7 +33,7 @@ from mcp_types import (
     TextContent,
     ToolAnnotations,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -155,6 +155,13 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
     def lookup_customer(customer_id: str) -> dict[str, str]:
         return {"id": customer_id, "name": "Ada Lovelace", "ssn": "078-05-1120", "tier": "gold"}
 
+    @mcp.tool(description="Query a region (its region parameter is mirrored into a header)")
+    def region_query(
+        region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], query: str
+    ) -> str:
+        STATE["seen_arguments"].append({"tool": "region_query", "region": region, "query": query})
+        return f"{region}: {query}"
+
     @mcp.tool(description="Ask the user to confirm (elicitation)")
     async def confirm(answer: Annotated[Confirmation, Resolve(ask_confirmation)]) -> str:
         return "confirmed" if answer.confirm else "declined"
@@ -168,6 +175,12 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
     async def shout(text: str, ctx: Context) -> str:
         await ctx.info(text)
         return "logged"
+
+    @mcp.tool(description="Announce that a resource and the tool list changed")
+    async def touch(uri: str, ctx: Context) -> str:
+        await ctx.notify_resource_updated(uri)
+        await ctx.notify_tools_changed()
+        return "touched"
 
     @mcp.resource("res://greeting", mime_type="text/plain", description="A greeting")
     def greeting() -> str:
