@@ -93,3 +93,60 @@ def transport(url: str, *, headers: dict[str, str] | None = None, max_event: int
     """The SDK's Streamable HTTP client transport (optionally with headers, bigger SSE events)."""
     client = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30, read=60))
     return streamable_http_client(url, http_client=client, max_sse_event_size=max_event)
+
+
+# -- a raw HTTP client, for what the SDK client does not let a test control ----------------
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+
+
+def modern_request(request_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "0"},
+    }
+    params = dict(params or {})
+    params["_meta"] = {**params.get("_meta", {}), **meta}
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def modern_headers(method: str, name: str | None = None, **extra: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": ACCEPT, "MCP-Protocol-Version": MODERN,
+               "Mcp-Method": method}  # fmt: skip
+    if name is not None:
+        headers["Mcp-Name"] = name
+    headers.update(extra)
+    return headers
+
+
+async def legacy_session(http: Any, url: str, **headers: str) -> str:
+    """initialize + notifications/initialized over raw HTTP; the session id."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
+    base = {"Content-Type": "application/json", "Accept": ACCEPT, **headers}
+    async with http.post(url, json=init, headers=base) as resp:
+        assert resp.status == 200, await resp.text()
+        sid = resp.headers["Mcp-Session-Id"]
+        await resp.read()
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    async with http.post(url, json=note, headers={**base, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}) as resp:
+        assert resp.status == 202
+    return sid
+
+
+def legacy_headers(sid: str, **extra: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Accept": ACCEPT, "Mcp-Session-Id": sid,
+            "MCP-Protocol-Version": LEGACY, **extra}  # fmt: skip
+
+
+async def sse_messages(resp: Any) -> AsyncIterator[tuple[float, Any]]:
+    """(arrival time, event) for each SSE event of an aiohttp response, as it arrives."""
+    from cmcp_sidecar.mcp.sse import SSEParser
+
+    parser = SSEParser(max_event_bytes=64 * 1024 * 1024)
+    async for chunk in resp.content.iter_any():
+        for event in parser.feed(chunk):
+            yield time.monotonic(), event

@@ -203,21 +203,20 @@ async def _stream(
             if translator.done:
                 break
     except UpstreamFault as exc:
-        if not translator.done:
-            await _stream_fault(hub, call, out, pending, Fault(exc.code, exc.message))
-            return out
+        fault = Fault(exc.code, exc.message)
+    else:
+        fault = None
     finally:
         hub.untrack(closer)
     if not translator.done:
+        resumable = pending.resumable and call.session is not None
         if hub.shutting_down:
-            await _stream_fault(
-                hub, call, out, pending, Fault("gateway.shutdown", "the gateway is shutting down")
-            )
-            return out
-        if not (pending.resumable and call.session is not None):
-            fault = Fault(
-                "upstream.reset", f"upstream {up.name} ended the stream without a response"
-            )
+            fault = Fault("gateway.shutdown", "the gateway is shutting down")
+        elif resumable and (fault is None or fault.code == "upstream.reset"):
+            fault = None  # mirror the break: the agent resumes with Last-Event-ID
+        elif fault is None:
+            fault = Fault("upstream.reset", f"upstream {up.name} ended the stream without a response")
+        if fault is not None:
             await _stream_fault(hub, call, out, pending, fault)
             return out
     with contextlib.suppress(ConnectionError):
@@ -287,6 +286,7 @@ class Translator:
             return None
         assert self.session is not None and rid is not None
         self.session.pending.pop(rid, None)
+        self.done = True  # a resumed request stream ends with its response
         return await finish(self.hub, pending, rid, raw, data)
 
     async def _server_request(self, raw: dict[str, Any]) -> bytes | None:
@@ -380,6 +380,8 @@ async def relay_streams(
             await out.write(
                 encode_event(data, event_id=event_id, event=event.event, retry=event.retry)
             )
+            if not standalone and translators[up.name].done:
+                break
         with contextlib.suppress(ConnectionError):
             await out.write_eof()
     finally:

@@ -25,7 +25,7 @@ from .security import LOOPBACK_ORIGINS, host_allowed, origin_allowed, principal_
 log = logging.getLogger(__name__)
 
 GATEWAY_KEY: Final = web.AppKey("gateway", Gateway)
-PRINCIPAL: Final = "cmcp.principal"
+PRINCIPAL: Final = web.RequestKey("principal", str)
 _OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics", "/attestation"})
 _JSON: Final = "application/json"
 
