@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from cmcp_verifier.errors import CmcpError, ConfigError
 
 from .config import LoadedConfig
-from .metrics import Metrics
 from .mcp import directory
 from .mcp.exchange import fail
 from .mcp.hub import Hub, Limits
@@ -24,6 +23,7 @@ from .mcp.proxy import Proxy
 from .mcp.routing import Kind, Router
 from .mcp.sessions import ClaimWindows, Session, SessionStore
 from .mcp.upstream import ACCEPT_BOTH, Upstream, UpstreamFault
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,10 @@ class Gateway:
                 max_response_bytes=config.max_response_size_bytes,
                 ca_file=str(loaded.path(up.tls.ca_file)) if up.tls.ca_file else None,
                 client_cert=(
-                    (str(loaded.path(up.tls.client_cert_file)), str(loaded.path(up.tls.client_key_file)))
+                    (
+                        str(loaded.path(up.tls.client_cert_file)),
+                        str(loaded.path(up.tls.client_key_file)),
+                    )
                     if up.tls.client_cert_file and up.tls.client_key_file
                     else None
                 ),
@@ -137,7 +140,9 @@ class Gateway:
             try:
                 up.set_credentials(self.loaded.upstream_headers(up.index))
             except CmcpError as exc:
-                log.error("keeping the previous credentials of upstream %s: %s", up.name, exc.message)
+                log.error(
+                    "keeping the previous credentials of upstream %s: %s", up.name, exc.message
+                )
 
     async def close_claim_session(self, claim_session: str) -> bool:
         """End a claim session (an MCP session or a stateless window); False if unknown."""
@@ -148,7 +153,10 @@ class Gateway:
         return await self.windows.end(claim_session, "closed")
 
     def known_claim_session(self, claim_session: str) -> bool:
-        return self.sessions.find(claim_session) is not None or self.windows.find(claim_session) is not None
+        return (
+            self.sessions.find(claim_session) is not None
+            or self.windows.find(claim_session) is not None
+        )
 
     async def _ended(self, end: SessionEnd) -> None:
         self.metrics.sessions.set(len(self.sessions))
@@ -165,7 +173,9 @@ class Gateway:
                     log.info("closing the session with upstream %s: %s", up.name, exc.message)
         for pending in session.pending.values():
             if not pending.settled:
-                await fail(self.hub, pending, Fault("session.ended", "the session ended before the reply"))
+                await fail(
+                    self.hub, pending, Fault("session.ended", "the session ended before the reply")
+                )
         session.pending.clear()
 
     async def _sweep(self) -> None:

@@ -40,7 +40,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        extra = {
+            k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
+        }
         if extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
         return line

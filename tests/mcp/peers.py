@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
 from cmcp_sidecar.config import LoadedConfig, parse_config
 from cmcp_sidecar.gateway import Gateway
 from cmcp_sidecar.mcp.intercept import Interceptor, PassThrough
 from cmcp_sidecar.server.app import Server
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,12 +35,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
@@ -77,7 +83,11 @@ async def running_gateway(
     """A started gateway on a free loopback port in front of ``upstreams``."""
     if isinstance(upstreams, str):
         upstreams = [{"name": "main", "url": upstreams}]
-    data: dict[str, Any] = {"listen_addr": "127.0.0.1:0", "upstreams": upstreams, "catalog_path": None}
+    data: dict[str, Any] = {
+        "listen_addr": "127.0.0.1:0",
+        "upstreams": upstreams,
+        "catalog_path": None,
+    }
     data.update(extra)
     loaded = LoadedConfig(parse_config(data), REPO, env=env or {})
     gateway = Gateway(loaded, interceptor=interceptor or PassThrough())
@@ -89,7 +99,9 @@ async def running_gateway(
         await server.stop()
 
 
-def transport(url: str, *, headers: dict[str, str] | None = None, max_event: int = 16 * 1024 * 1024) -> Any:
+def transport(
+    url: str, *, headers: dict[str, str] | None = None, max_event: int = 16 * 1024 * 1024
+) -> Any:
     """The SDK's Streamable HTTP client transport (optionally with headers, bigger SSE events)."""
     client = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30, read=60))
     return streamable_http_client(url, http_client=client, max_sse_event_size=max_event)
@@ -102,7 +114,9 @@ LEGACY = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
 
 
-def modern_request(request_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def modern_request(
+    request_id: Any, method: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     meta = {
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -114,8 +128,12 @@ def modern_request(request_id: Any, method: str, params: dict[str, Any] | None =
 
 
 def modern_headers(method: str, name: str | None = None, **extra: str) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": ACCEPT, "MCP-Protocol-Version": MODERN,
-               "Mcp-Method": method}  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": method,
+    }
     if name is not None:
         headers["Mcp-Name"] = name
     headers.update(extra)
@@ -124,22 +142,37 @@ def modern_headers(method: str, name: str | None = None, **extra: str) -> dict[s
 
 async def legacy_session(http: Any, url: str, **headers: str) -> str:
     """initialize + notifications/initialized over raw HTTP; the session id."""
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
     base = {"Content-Type": "application/json", "Accept": ACCEPT, **headers}
     async with http.post(url, json=init, headers=base) as resp:
         assert resp.status == 200, await resp.text()
         sid = resp.headers["Mcp-Session-Id"]
         await resp.read()
     note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    async with http.post(url, json=note, headers={**base, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}) as resp:
+    async with http.post(
+        url, json=note, headers={**base, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}
+    ) as resp:
         assert resp.status == 202
     return sid
 
 
 def legacy_headers(sid: str, **extra: str) -> dict[str, str]:
-    return {"Content-Type": "application/json", "Accept": ACCEPT, "Mcp-Session-Id": sid,
-            "MCP-Protocol-Version": LEGACY, **extra}  # fmt: skip
+    return {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "Mcp-Session-Id": sid,
+        "MCP-Protocol-Version": LEGACY,
+        **extra,
+    }
 
 
 async def sse_messages(resp: Any) -> AsyncIterator[tuple[float, Any]]:

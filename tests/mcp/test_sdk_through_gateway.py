@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+
 from cmcp_sidecar.mcp.intercept import PassThrough
 from mcp import Client
 
@@ -35,14 +36,20 @@ async def elicit(context: Any, params: types.ElicitRequestParams) -> types.Elici
     return types.ElicitResult(action="accept", content={"confirm": True})
 
 
-async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+async def sample(
+    context: Any, params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
     return types.CreateMessageResult(
-        role="assistant", content=types.TextContent(type="text", text="hi from the LLM"), model="test-llm"
+        role="assistant",
+        content=types.TextContent(type="text", text="hi from the LLM"),
+        model="test-llm",
     )
 
 
 def client(url: str, mode: str, **kw: Any) -> Client:
-    return Client(transport(url), mode=mode, elicitation_callback=elicit, sampling_callback=sample, **kw)
+    return Client(
+        transport(url), mode=mode, elicitation_callback=elicit, sampling_callback=sample, **kw
+    )
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -100,22 +107,27 @@ async def test_resources_prompts_and_completion(server_url: str, mode: str) -> N
         prompt = await c.get_prompt("greet", {"name": "Ada"})
         assert "Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]
 
-        done = await c.complete(types.PromptReference(type="ref/prompt", name="greet"), {"name": "name", "value": "al"})
+        done = await c.complete(
+            types.PromptReference(type="ref/prompt", name="greet"), {"name": "name", "value": "al"}
+        )
         assert done.completion.values == ["alice", "albert"]
 
 
 async def test_listen_stream_2026(server_url: str) -> None:
     """subscriptions/listen: acknowledged, then change notifications as they happen."""
-    async with running_gateway(server_url) as gw, client(gw.url, "2026-07-28") as c:
-        async with c.listen(tools_list_changed=True, resource_subscriptions=["res://greeting"]) as sub:
-            assert sub.honored is not None and sub.honored.tools_list_changed
-            await c.call_tool("touch", {"uri": "res://greeting"})
-            seen: set[str] = set()
-            with anyio.fail_after(10):
-                async for event in sub:
-                    seen.add(type(event).__name__)
-                    if seen >= {"ResourceUpdated", "ToolsListChanged"}:
-                        break
+    async with (
+        running_gateway(server_url) as gw,
+        client(gw.url, "2026-07-28") as c,
+        c.listen(tools_list_changed=True, resource_subscriptions=["res://greeting"]) as sub,
+    ):
+        assert sub.honored is not None and sub.honored.tools_list_changed
+        await c.call_tool("touch", {"uri": "res://greeting"})
+        seen: set[str] = set()
+        with anyio.fail_after(10):
+            async for event in sub:
+                seen.add(type(event).__name__)
+                if seen >= {"ResourceUpdated", "ToolsListChanged"}:
+                    break
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -143,7 +155,10 @@ async def test_log_notifications_session_era(server_url: str) -> None:
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         logged.append(params.data)
 
-    async with running_gateway(server_url) as gw, client(gw.url, "legacy", logging_callback=on_log) as c:
+    async with (
+        running_gateway(server_url) as gw,
+        client(gw.url, "legacy", logging_callback=on_log) as c,
+    ):
         await c.call_tool("shout", {"text": "look at me"})
     assert logged == ["look at me"]
 

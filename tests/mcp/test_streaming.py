@@ -46,19 +46,26 @@ async def wait_for(http: aiohttp.ClientSession, server_url: str, key: str, tag: 
 
 
 def trickle_call(request_id: Any, count: int, delay_ms: int) -> dict[str, Any]:
-    return {"name": "trickle", "arguments": {"count": count, "delay_ms": delay_ms},
-            "_meta": {"progressToken": f"p{request_id}"}}  # fmt: skip
+    return {
+        "name": "trickle",
+        "arguments": {"count": count, "delay_ms": delay_ms},
+        "_meta": {"progressToken": f"p{request_id}"},
+    }
 
 
 async def test_stateless_events_arrive_before_the_upstream_finishes(server_url: str) -> None:
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
         body = modern_request(1, "tools/call", trickle_call(1, 3, 400))
         start = time.monotonic()
-        async with http.post(gw.url, json=body, headers=modern_headers("tools/call", "trickle")) as resp:
+        async with http.post(
+            gw.url, json=body, headers=modern_headers("tools/call", "trickle")
+        ) as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/event-stream")
             assert resp.headers["Cmcp-Claim-Session"]
-            arrivals = [(t - start, json.loads(e.data)) async for t, e in sse_messages(resp) if e.data]
+            arrivals = [
+                (t - start, json.loads(e.data)) async for t, e in sse_messages(resp) if e.data
+            ]
     assert [m.get("method") for _, m in arrivals[:3]] == ["notifications/progress"] * 3
     assert arrivals[-1][1]["result"]["content"][0]["text"] == "trickled"
     first, last = arrivals[0][0], arrivals[-1][0]
@@ -69,11 +76,18 @@ async def test_stateless_events_arrive_before_the_upstream_finishes(server_url: 
 async def test_session_events_arrive_before_the_upstream_finishes(server_url: str) -> None:
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
         sid = await legacy_session(http, gw.url)
-        body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": trickle_call(7, 3, 400)}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": trickle_call(7, 3, 400),
+        }
         start = time.monotonic()
         async with http.post(gw.url, json=body, headers=legacy_headers(sid)) as resp:
             assert resp.headers["Mcp-Session-Id"] == sid == resp.headers["Cmcp-Claim-Session"]
-            arrivals = [(t - start, json.loads(e.data)) async for t, e in sse_messages(resp) if e.data]
+            arrivals = [
+                (t - start, json.loads(e.data)) async for t, e in sse_messages(resp) if e.data
+            ]
     progress = [t for t, m in arrivals if m.get("method") == "notifications/progress"]
     assert len(progress) == 3 and arrivals[-1][1]["id"] == 7
     assert arrivals[-1][0] - progress[0] >= 0.9
@@ -81,7 +95,9 @@ async def test_session_events_arrive_before_the_upstream_finishes(server_url: st
 
 async def test_stateless_disconnect_cancels_the_upstream_call(server_url: str) -> None:
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
-        body = modern_request(2, "tools/call", {"name": "slow", "arguments": {"seconds": 30, "tag": "cut-1"}})
+        body = modern_request(
+            2, "tools/call", {"name": "slow", "arguments": {"seconds": 30, "tag": "cut-1"}}
+        )
         resp = await http.post(gw.url, json=body, headers=modern_headers("tools/call", "slow"))
         assert await wait_for(http, server_url, "started", "cut-1")
         resp.close()  # the agent goes away
@@ -91,11 +107,19 @@ async def test_stateless_disconnect_cancels_the_upstream_call(server_url: str) -
 async def test_session_cancel_notification_reaches_the_upstream(server_url: str) -> None:
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
         sid = await legacy_session(http, gw.url)
-        body = {"jsonrpc": "2.0", "id": "slow-1", "method": "tools/call",
-                "params": {"name": "slow", "arguments": {"seconds": 30, "tag": "cut-2"}}}  # fmt: skip
+        body = {
+            "jsonrpc": "2.0",
+            "id": "slow-1",
+            "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"seconds": 30, "tag": "cut-2"}},
+        }
         call = asyncio.ensure_future(http.post(gw.url, json=body, headers=legacy_headers(sid)))
         assert await wait_for(http, server_url, "started", "cut-2")
-        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow-1"}}
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": "slow-1"},
+        }
         async with http.post(gw.url, json=cancel, headers=legacy_headers(sid)) as resp:
             assert resp.status == 202
         assert await wait_for(http, server_url, "cancelled", "cut-2")
@@ -106,7 +130,12 @@ async def test_session_stream_resumes_with_last_event_id(server_url: str) -> Non
     """Drop a request stream after the first progress event; GET with Last-Event-ID resumes it."""
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
         sid = await legacy_session(http, gw.url)
-        body = {"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": trickle_call(11, 4, 300)}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 11,
+            "method": "tools/call",
+            "params": trickle_call(11, 4, 300),
+        }
         last_id, seen = None, []
         async with http.post(gw.url, json=body, headers=legacy_headers(sid)) as resp:
             async for _, event in sse_messages(resp):
@@ -116,8 +145,12 @@ async def test_session_stream_resumes_with_last_event_id(server_url: str) -> Non
                     break
         assert last_id is not None and last_id.startswith("p.")
         assert seen[0]["params"]["progress"] == 1
-        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "Last-Event-ID": last_id,
-                   "MCP-Protocol-Version": "2025-11-25"}  # fmt: skip
+        headers = {
+            "Accept": "text/event-stream",
+            "Mcp-Session-Id": sid,
+            "Last-Event-ID": last_id,
+            "MCP-Protocol-Version": "2025-11-25",
+        }
         async with http.get(gw.url, headers=headers) as resp:
             assert resp.status == 200
             rest = [json.loads(e.data) async for _, e in sse_messages(resp) if e.data]
@@ -129,15 +162,22 @@ async def test_session_stream_resumes_with_last_event_id(server_url: str) -> Non
 async def test_standalone_get_stream_and_delete(server_url: str) -> None:
     async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
         sid = await legacy_session(http, gw.url)
-        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+        headers = {
+            "Accept": "text/event-stream",
+            "Mcp-Session-Id": sid,
+            "MCP-Protocol-Version": "2025-11-25",
+        }
         async with http.get(gw.url, headers=headers) as resp:
-            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith(
+                "text/event-stream"
+            )
             async with http.delete(gw.url, headers=headers) as deleted:
                 assert deleted.status == 200
             async for _ in sse_messages(resp):  # the stream ends with the session
                 pass
-        async with http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                             headers=legacy_headers(sid)) as resp:  # fmt: skip
+        async with http.post(
+            gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=legacy_headers(sid)
+        ) as resp:
             assert resp.status == 404
 
 
@@ -145,7 +185,9 @@ async def test_shutdown_closes_open_streams_cleanly(server_url: str) -> None:
     async with aiohttp.ClientSession() as http:
         async with running_gateway(server_url) as gw:
             body = modern_request(3, "tools/call", trickle_call(3, 50, 200))
-            resp = await http.post(gw.url, json=body, headers=modern_headers("tools/call", "trickle"))
+            resp = await http.post(
+                gw.url, json=body, headers=modern_headers("tools/call", "trickle")
+            )
             first = await resp.content.readline()
             assert first
             stop = asyncio.ensure_future(gw.stop())

@@ -55,7 +55,9 @@ class MemoryEventStore(EventStore):
         self._events.append((event_id, stream_id, message))
         return event_id
 
-    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+    async def replay_events_after(
+        self, last_event_id: str, send_callback: EventCallback
+    ) -> str | None:
         index = next((i for i, e in enumerate(self._events) if e[0] == last_event_id), None)
         if index is None:
             return None
@@ -82,7 +84,8 @@ async def ask_confirmation(ctx: Context) -> Elicit[Confirmation]:
 
 async def ask_llm(ctx: Context) -> Sample:
     return Sample(
-        [SamplingMessage(role="user", content=TextContent(type="text", text="say hi"))], max_tokens=16
+        [SamplingMessage(role="user", content=TextContent(type="text", text="say hi"))],
+        max_tokens=16,
     )
 
 
@@ -128,7 +131,9 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
 
     @mcp.tool(description="Return a link to a resource")
     def link() -> ResourceLink:
-        return ResourceLink(type="resource_link", uri="res://greeting", name="greeting", mime_type="text/plain")
+        return ResourceLink(
+            type="resource_link", uri="res://greeting", name="greeting", mime_type="text/plain"
+        )
 
     @mcp.tool(description="Return a text of the given size in bytes")
     def big(size: int) -> str:
@@ -142,7 +147,10 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
     def fail() -> str:
         raise ValueError("this tool always fails")
 
-    @mcp.tool(description="Read an environment variable", annotations=ToolAnnotations(destructive_hint=False))
+    @mcp.tool(
+        description="Read an environment variable",
+        annotations=ToolAnnotations(destructive_hint=False),
+    )
     def get_env(name: str) -> str:
         return os.environ.get(name, "")
 

@@ -191,6 +191,7 @@ async def _stream(
     closer = resp.close
     hub.track(closer)
     translator = Translator(hub, call.session, call.ctx, up, own=(call.request_id, pending))
+    fault: Fault | None = None
     try:
         async for event in sse_events(resp, hub.limits.max_response_bytes):
             pending.resumable = pending.resumable or bool(event.id)
@@ -204,8 +205,6 @@ async def _stream(
                 break
     except UpstreamFault as exc:
         fault = Fault(exc.code, exc.message)
-    else:
-        fault = None
     finally:
         hub.untrack(closer)
     if not translator.done:
@@ -215,7 +214,9 @@ async def _stream(
         elif resumable and (fault is None or fault.code == "upstream.reset"):
             fault = None  # mirror the break: the agent resumes with Last-Event-ID
         elif fault is None:
-            fault = Fault("upstream.reset", f"upstream {up.name} ended the stream without a response")
+            fault = Fault(
+                "upstream.reset", f"upstream {up.name} ended the stream without a response"
+            )
         if fault is not None:
             await _stream_fault(hub, call, out, pending, fault)
             return out

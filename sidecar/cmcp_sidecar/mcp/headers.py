@@ -218,7 +218,7 @@ def check_param_headers(
     tokens: Mapping[tuple[str, ...], str],
     arguments: Any,
     headers: Mapping[str, str],
-    request_id: RequestId,
+    request_id: RequestId | None,
 ) -> None:
     """Refuse ``Mcp-Param-*`` headers that disagree with the body's arguments.
 

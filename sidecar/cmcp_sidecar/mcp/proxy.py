@@ -415,6 +415,11 @@ class Proxy:
             raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
         params = dict(msg.params)
         params["name"] = target.name
+        if kind is Kind.TOOL and call.ctx.era is Era.STATELESS:
+            tokens = await directory.param_tokens(self.hub, call.ctx, target.upstream, target.name)
+            mh.check_param_headers(
+                tokens, params.get("arguments"), call.request.headers, call.request_id
+            )
         return await send(
             self.hub,
             call,

@@ -16,7 +16,7 @@ MAX_ID_BYTES: Final = 1024
 
 
 class SSEError(Exception):
-    """The stream broke the SSE format or a size bound."""
+    """The stream broke a size bound (the only way an event stream can be malformed)."""
 
 
 @dataclass(slots=True)

@@ -266,10 +266,7 @@ async def sse_events(resp: aiohttp.ClientResponse, max_event_bytes: int) -> Asyn
             for event in parser.feed(chunk):
                 yield event
     except SSEError as exc:
-        raise UpstreamFault(
-            "upstream.too_large" if "larger" in str(exc) else "upstream.invalid",
-            f"upstream SSE stream: {exc}",
-        ) from None
+        raise UpstreamFault("upstream.too_large", f"upstream SSE stream: {exc}") from None
     except aiohttp.ClientError as exc:
         raise UpstreamFault(
             "upstream.reset", f"upstream stream broke: {type(exc).__name__}"

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+
 from cmcp_verifier.digests import b64url_decode
 from cmcp_verifier.errors import InputError
 
@@ -50,8 +51,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _problem(403, "Forbidden: Origin not allowed")
     principal = principal_for(request.headers.get("Authorization"), gw.tokens, gw.principal)
     if principal is None:
-        return _problem(401, "Unauthorized: a valid bearer token is required",
-                        {"WWW-Authenticate": 'Bearer realm="cmcp"'})  # fmt: skip
+        return _problem(
+            401,
+            "Unauthorized: a valid bearer token is required",
+            {"WWW-Authenticate": 'Bearer realm="cmcp"'},
+        )
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -78,7 +82,9 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def readyz(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY_KEY]
-    checks = gw.services.readiness() if gw.services is not None else {"enforcement": "not configured"}
+    checks = (
+        gw.services.readiness() if gw.services is not None else {"enforcement": "not configured"}
+    )
     if gw.hub.shutting_down:
         checks = {**checks, "gateway": "shutting down"}
     ready = all(v == "ok" for v in checks.values())
@@ -87,12 +93,15 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     body = request.app[GATEWAY_KEY].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
 
 
 def _not_configured(what: str) -> web.Response:
     return web.json_response(
-        {"error": "not_configured", "message": f"{what} is not configured in this gateway"}, status=503
+        {"error": "not_configured", "message": f"{what} is not configured in this gateway"},
+        status=503,
     )
 
 
@@ -103,7 +112,9 @@ async def attestation(request: web.Request) -> web.StreamResponse:
     except InputError as exc:
         return web.json_response({"error": exc.code, "message": exc.message}, status=400)
     if not 8 <= len(nonce) <= 64:
-        return web.json_response({"error": "nonce.length", "message": "nonce must be 8–64 bytes"}, status=400)
+        return web.json_response(
+            {"error": "nonce.length", "message": "nonce must be 8–64 bytes"}, status=400
+        )
     if gw.services is None:
         return _not_configured("attestation")
     return web.json_response(await gw.services.attestation(nonce))
@@ -115,7 +126,9 @@ async def claim(request: web.Request) -> web.StreamResponse:
         return _not_configured("the claims issuer")
     found = await gw.services.claim(request.match_info["session_id"])
     if found is None:
-        return web.json_response({"error": "not_found", "message": "no claim for this session"}, status=404)
+        return web.json_response(
+            {"error": "not_found", "message": "no claim for this session"}, status=404
+        )
     return web.json_response(found)
 
 
@@ -125,7 +138,9 @@ async def close_session(request: web.Request) -> web.StreamResponse:
     if gw.services is None:
         return _not_configured("the claims issuer")
     if not await gw.close_claim_session(sid):
-        return web.json_response({"error": "not_found", "message": "no open session with this id"}, status=404)
+        return web.json_response(
+            {"error": "not_found", "message": "no open session with this id"}, status=404
+        )
     found = await gw.services.claim(sid)
     return web.json_response(found or {"session_id": sid, "claim": None})
 
@@ -140,7 +155,9 @@ async def audit_export(request: web.Request) -> web.StreamResponse:
 
 def create_app(gateway: Gateway) -> web.Application:
     """The gateway's web application (not started)."""
-    app = web.Application(middlewares=[guard], client_max_size=gateway.loaded.config.max_request_size_bytes)
+    app = web.Application(
+        middlewares=[guard], client_max_size=gateway.loaded.config.max_request_size_bytes
+    )
     app[GATEWAY_KEY] = gateway
     app.router.add_post("/mcp", mcp_post)
     app.router.add_get("/mcp", mcp_get, allow_head=False)
@@ -173,15 +190,16 @@ class Server:
     async def start(self) -> None:
         await self.gateway.start()
         self._runner = web.AppRunner(
-            create_app(self.gateway), handler_cancellation=True, access_log=None, shutdown_timeout=5.0
+            create_app(self.gateway),
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=5.0,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = self._runner.addresses[0][1]
 
     @property
     def url(self) -> str:

@@ -6,8 +6,14 @@ import hmac
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
-                    "https://127.0.0.1:*", "https://localhost:*", "https://[::1]:*")  # fmt: skip
+LOOPBACK_ORIGINS = (
+    "http://127.0.0.1:*",
+    "http://localhost:*",
+    "http://[::1]:*",
+    "https://127.0.0.1:*",
+    "https://localhost:*",
+    "https://[::1]:*",
+)
 
 
 def principal_for(authorization: str | None, tokens: Mapping[str, str], default: str) -> str | None:
