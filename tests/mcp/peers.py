@@ -183,3 +183,39 @@ async def sse_messages(resp: Any) -> AsyncIterator[tuple[float, Any]]:
     async for chunk in resp.content.iter_any():
         for event in parser.feed(chunk):
             yield time.monotonic(), event
+
+
+def node_peers() -> Path:
+    """The pinned Node peers (installed once by tests/tools/install-node-peers.sh)."""
+    script = REPO / "tests" / "tools" / "install-node-peers.sh"
+    out = subprocess.run(
+        ["bash", str(script)], check=True, capture_output=True, text=True, timeout=600
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def server_everything() -> Iterator[str]:
+    """@modelcontextprotocol/server-everything in streamableHttp mode on a loopback port."""
+    peers = node_peers()
+    port = free_port()
+    entry = (
+        peers / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    )
+    preload = REPO / "tests" / "tools" / "loopback.mjs"
+    proc = subprocess.Popen(
+        ["node", "--import", str(preload), str(entry), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -35,6 +35,11 @@ FULL_CLIENT_CAPABILITIES: Final[Mapping[str, Any]] = {
     "roots": {"listChanged": True},
     "sampling": {"context": {}, "tools": {}},
     "elicitation": {"form": {}, "url": {}},
+    "tasks": {
+        "list": {},
+        "cancel": {},
+        "requests": {"sampling": {"createMessage": {}}, "elicitation": {"create": {}}},
+    },
 }
 GATEWAY_INFO: Final = {"name": "cmcp-gateway", "version": "0.1.0"}
 
