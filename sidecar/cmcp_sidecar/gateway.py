@@ -165,7 +165,8 @@ class Gateway:
     async def _close_upstream_sessions(self, session: Session) -> None:
         for up in self.upstreams:
             if session.upstream_ids.get(up.name):
-                headers = {"Accept": ACCEPT_BOTH, **session.upstream_headers(up)}
+                version = session.upstream_versions.get(up.name)
+                headers = {"Accept": ACCEPT_BOTH, **session.upstream_headers(up, version)}
                 try:
                     async with up.request("DELETE", headers=headers):
                         pass

@@ -34,7 +34,7 @@ from .jsonrpc import (
     dumps,
     error_message,
 )
-from .sessions import PendingCall, Session
+from .sessions import PendingCall, Session, Shape
 from .sse import SSEEvent, encode_event
 from .upstream import (
     JSON,
@@ -82,14 +82,23 @@ async def finish(
     raw: dict[str, Any],
     data: bytes | None,
 ) -> bytes:
-    """Complete a reply through the seam; the bytes to deliver (the upstream's when unchanged)."""
-    incoming = Reply.of(raw)
+    """Shape (lists), then complete a reply through the seam; the bytes to deliver.
+
+    When neither shaping nor the seam changed anything, the upstream's own bytes are passed
+    on (no re-serialisation); otherwise the reply is serialised from what the seam returned.
+    """
+    result = raw.get("result")
+    if pending.shape is not None and isinstance(result, dict):
+        shaped = await pending.shape(result)
+        incoming, unchanged = Reply(result=shaped), shaped is result
+    else:
+        incoming, unchanged = Reply.of(raw), True
     pending.settled = True
     reply = await hub.complete(pending.admission, incoming)
     op = pending.admission.op
     hub.metrics.duration.labels(op.method).observe(time.perf_counter() - pending.started)
     hub.metrics.requests.labels(op.method, "error" if reply.error is not None else "ok").inc()
-    if reply is incoming and data is not None and raw.get("id") == request_id:
+    if reply is incoming and unchanged and data is not None and raw.get("id") == request_id:
         return data
     return dumps(reply.message(request_id))
 
@@ -109,9 +118,10 @@ async def forward(
     admission: Admission,
     message: dict[str, Any],
     headers: dict[str, str],
+    shape: Shape | None = None,
 ) -> web.StreamResponse:
     """Send an admitted request to ``up`` and relay its reply to the agent."""
-    pending = PendingCall(admission, up)
+    pending = PendingCall(admission, up, shape=shape)
     session = call.session
     if session is not None and call.request_id is not None:
         session.pending[call.request_id] = pending
@@ -190,7 +200,14 @@ async def _stream(
     await out.prepare(call.request)
     closer = resp.close
     hub.track(closer)
-    translator = Translator(hub, call.session, call.ctx, up, own=(call.request_id, pending))
+    translator = Translator(
+        hub,
+        call.session,
+        call.ctx,
+        up,
+        own=(call.request_id, pending),
+        version=call.protocol_header,
+    )
     fault: Fault | None = None
     try:
         async for event in sse_events(resp, hub.limits.max_response_bytes):
@@ -246,8 +263,10 @@ class Translator:
         ctx: CallContext,
         up: Upstream,
         own: tuple[RequestId | None, PendingCall] | None = None,
+        version: str | None = None,
     ) -> None:
         self.hub = hub
+        self.version = version
         self.session = session
         self.ctx = ctx
         self.up = up
@@ -311,6 +330,7 @@ class Translator:
                     self.session,
                     self.up,
                     error_message(raw["id"], error["code"], error["message"], error.get("data")),
+                    self.version,
                 )
             )
             return None
@@ -332,9 +352,15 @@ class Translator:
         return data
 
 
-async def answer_upstream(session: Session, up: Upstream, message: dict[str, Any]) -> None:
+async def answer_upstream(
+    session: Session, up: Upstream, message: dict[str, Any], version: str | None
+) -> None:
     """POST a JSON-RPC response (to a server→client request) to the upstream."""
-    headers = {"Content-Type": JSON, "Accept": f"{JSON}, {SSE}", **session.upstream_headers(up)}
+    headers = {
+        "Content-Type": JSON,
+        "Accept": f"{JSON}, {SSE}",
+        **session.upstream_headers(up, version),
+    }
     try:
         async with up.request("POST", headers=headers, body=dumps(message)) as resp:
             if resp.status >= 400:
@@ -355,7 +381,10 @@ async def relay_streams(
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **call.headers()})
     await out.prepare(call.request)
     queue: asyncio.Queue[tuple[Upstream, SSEEvent] | None] = asyncio.Queue(maxsize=1)
-    translators = {up.name: Translator(hub, call.session, call.ctx, up) for up, _ in opened}
+    translators = {
+        up.name: Translator(hub, call.session, call.ctx, up, version=call.protocol_header)
+        for up, _ in opened
+    }
     pumps = [asyncio.create_task(_pump(up, resp, hub, queue)) for up, resp in opened]
     closers = [resp.close for _, resp in opened]
     for closer in closers:
@@ -419,6 +448,7 @@ async def send(
     *,
     name: str | None = None,
     upstream_name: str | None = None,
+    shape: Shape | None = None,
 ) -> web.StreamResponse:
     """Admit one request to one upstream through the seam, then forward it."""
     op = Operation(
@@ -440,7 +470,7 @@ async def send(
     message = {"jsonrpc": "2.0", "id": msg.id, "method": op.method, "params": admission.params}
     if not admission.params and "params" not in msg.raw:
         del message["params"]
-    return await forward(hub, call, up, admission, message, headers)
+    return await forward(hub, call, up, admission, message, headers, shape)
 
 
 def refused(
@@ -459,7 +489,7 @@ async def upstream_headers(
     """Headers for a request to ``up``, built from what is forwarded (never the agent's)."""
     headers = {"Content-Type": JSON, "Accept": f"{JSON}, {SSE}"}
     if call.session is not None:
-        headers.update(call.session.upstream_headers(up))
+        headers.update(call.session.upstream_headers(up, call.protocol_header))
         return headers
     headers["MCP-Protocol-Version"] = call.ctx.protocol_version
     headers["Mcp-Method"] = op.method

@@ -38,6 +38,11 @@ class Call:
     request_id: RequestId | None = None
     method: str = ""
 
+    @property
+    def protocol_header(self) -> str | None:
+        """The agent's MCP-Protocol-Version header (session era: mirrored to upstreams)."""
+        return self.request.headers.get("MCP-Protocol-Version")
+
     def headers(self) -> dict[str, str]:
         headers = {CLAIM_SESSION_HEADER: self.ctx.claim_session}
         if self.session is not None:

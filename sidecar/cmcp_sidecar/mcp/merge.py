@@ -299,26 +299,18 @@ async def list_page(hub: Hub, call: Call, msg: Any, kind: OpKind, key: str) -> w
         params.pop("cursor", None)
     else:
         params["cursor"] = up_cursor
-    op = _op(call, kind, msg.method, up, params, msg.id)
-    try:
-        admission, reply = await _admitted_collect(hub, call, up, op)
-    except FanOutError as exc:
-        return json_response(call, error_message(msg.id, **exc.error), exc.status)
-    if admission.error is not None:
-        return json_response(call, reply.message(msg.id))
-    if reply.result is not None:
-        reply = Reply(
-            result=await _shape_page(hub, call.ctx, up, kind, key, reply.result, up_cursor is None)
-        )
-        if len(ups) > 1:
-            _chain_cursor(reply.result, index, len(ups))
-    reply = await hub.complete(admission, reply)
-    return json_response(call, reply.message(msg.id))
+    first, many = up_cursor is None, len(ups) > 1
+
+    async def shape(result: dict[str, Any]) -> dict[str, Any]:
+        shaped = await _shape_page(hub, call.ctx, up, kind, key, result, first)
+        return _chain_cursor(shaped, index, len(ups)) if many else shaped
+
+    return await send(hub, call, msg, up, kind, params, shape=shape)
 
 
-def _chain_cursor(result: dict[str, Any] | None, index: int, count: int) -> None:
-    if result is None:
-        return
+def _chain_cursor(result: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """The page with its next cursor pointing into the composite sequence of upstreams."""
+    result = dict(result)
     nxt = result.get("nextCursor")
     if isinstance(nxt, str) and nxt:
         result["nextCursor"] = tokens.list_cursor(index, nxt)
@@ -326,6 +318,7 @@ def _chain_cursor(result: dict[str, Any] | None, index: int, count: int) -> None
         result["nextCursor"] = tokens.list_cursor(index + 1, None)
     else:
         result.pop("nextCursor", None)
+    return result
 
 
 async def _shape_page(
@@ -340,11 +333,10 @@ async def _shape_page(
     """Filter and rename one page of an upstream's list; learn what it offers."""
     items = result.get(key)
     if not isinstance(items, list):
-        raise_invalid = UpstreamFault(
-            "upstream.invalid", f"upstream {up.name} sent a list without {key!r}"
-        )
-        raise raise_invalid
-    items = [item for item in items if isinstance(item, dict)]
+        raise UpstreamFault("upstream.invalid", f"upstream {up.name} sent a list without {key!r}")
+    if not all(isinstance(item, dict) for item in items):
+        items = [item for item in items if isinstance(item, dict)]
+    original = items
     router = hub.router
     complete = first and not result.get("nextCursor")
     if kind is OpKind.LIST_TOOLS:
@@ -365,7 +357,7 @@ async def _shape_page(
         router.learn_resources(
             up, (), (t["uriTemplate"] for t in items if isinstance(t.get("uriTemplate"), str))
         )
-    return {**result, key: items}
+    return result if items is original else {**result, key: items}
 
 
 def _visible(

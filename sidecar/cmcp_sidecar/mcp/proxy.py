@@ -241,7 +241,8 @@ class Proxy:
             log.info("dropped an agent response to no relayed request")
             return web.Response(status=202, headers=call.headers())
         reply = await self.hub.complete(relayed.admission, Reply.of(msg.raw))
-        await answer_upstream(session, relayed.upstream, reply.message(relayed.upstream_id))
+        message = reply.message(relayed.upstream_id)
+        await answer_upstream(session, relayed.upstream, message, call.protocol_header)
         return web.Response(status=202, headers=call.headers())
 
     async def _client_notification(
@@ -254,11 +255,18 @@ class Proxy:
             pending = session.pending.get(request_id) if isinstance(request_id, int | str) else None
             targets = [pending.upstream] if pending is not None else []
         body = dumps(msg.raw)
-        await asyncio.gather(*(self._notify(session, up, body) for up in targets))
+        version = call.protocol_header
+        await asyncio.gather(*(self._notify(session, up, body, version) for up in targets))
         return web.Response(status=202, headers=call.headers())
 
-    async def _notify(self, session: Session, up: Upstream, body: bytes) -> None:
-        headers = {"Content-Type": JSON, "Accept": f"{JSON}, {SSE}", **session.upstream_headers(up)}
+    async def _notify(
+        self, session: Session, up: Upstream, body: bytes, version: str | None
+    ) -> None:
+        headers = {
+            "Content-Type": JSON,
+            "Accept": f"{JSON}, {SSE}",
+            **session.upstream_headers(up, version),
+        }
         try:
             async with up.request("POST", headers=headers, body=body) as resp:
                 if resp.status >= 400:
@@ -283,7 +291,7 @@ class Proxy:
             opened: list[tuple[Upstream, Any]] = []
             statuses: list[int] = []
             for up in targets:
-                headers = {"Accept": SSE, **session.upstream_headers(up)}
+                headers = {"Accept": SSE, **session.upstream_headers(up, call.protocol_header)}
                 if up.index in positions:
                     headers["Last-Event-ID"] = positions[up.index]
                 try:

@@ -26,6 +26,7 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 OnEnd = Callable[[SessionEnd], Coroutine[Any, Any, None]]
+Shape = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class PendingCall:
 
     admission: Admission
     upstream: Upstream
+    shape: Shape | None = None  # rewrites a list result (filter, rename) before completion
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False  # completed or faulted: the seam has heard its end
     resumable: bool = False  # its stream carried event ids: the agent may resume it
@@ -71,14 +73,14 @@ class Session:
             mcp_session=session_id,
         )
 
-    def upstream_headers(self, upstream: Upstream) -> dict[str, str]:
+    def upstream_headers(self, upstream: Upstream, protocol_version: str | None) -> dict[str, str]:
+        """Session headers for ``upstream``; the version is the agent's (mirrored faithfully)."""
         headers: dict[str, str] = {}
         sid = self.upstream_ids.get(upstream.name)
         if sid:
             headers["Mcp-Session-Id"] = sid
-        version = self.upstream_versions.get(upstream.name)
-        if version:
-            headers["MCP-Protocol-Version"] = version
+        if protocol_version:
+            headers["MCP-Protocol-Version"] = protocol_version
         return headers
 
     def relay_server_request(
