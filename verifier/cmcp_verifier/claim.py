@@ -4,7 +4,8 @@
 
     {"cmcp_version": "1.0",
      "trace":   {…TRACE v0.2 record, self-signed by the cnf key…},
-     "gateway": {"instance_id", "session_id", "session_kind", "principal",
+     "gateway": {"instance_id", "session_id", "session_kind", "principal", "reason",
+                 "activity": {"first_ms", "last_ms"},
                  "audit_chain": {"root", "tip", "length"},
                  "transcript": {"hash", "entries"},
                  "call_summary": {"calls", "allow", "deny", "redact", "error", "blocked"},

@@ -288,6 +288,16 @@ def _check_measurement(
         report.add("runtime.expected_measurement", stated == pin, f"pinned {pin}")
 
 
+def _is_chain_prefix(records: list[audit.AuditRecord], length: int) -> bool:
+    """A whole chain (seq 0, 1, 2, … up to at least the claimed length), as opposed to a
+    session export — which may also start at seq 0 when the session made the first entry."""
+    return (
+        bool(records)
+        and len(records) >= length
+        and all(r.entry["seq"] == i for i, r in enumerate(records))
+    )
+
+
 def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: Report) -> None:
     try:
         records = audit.read_log(log)
@@ -296,7 +306,7 @@ def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: 
         return
     session = gw["session_id"]
     chain = gw["audit_chain"]
-    full_chain = bool(records) and records[0].entry["seq"] == 0
+    full_chain = _is_chain_prefix(records, chain["length"])
     if full_chain:
         try:
             summary = audit.verify_chain(records, keep_tips_at={chain["length"]})

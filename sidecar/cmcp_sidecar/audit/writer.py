@@ -1,0 +1,189 @@
+"""The single writer thread behind :class:`~cmcp_sidecar.audit.AuditLog`.
+
+It owns the file descriptor and the chain position: it takes queued entries, gives them
+``seq``/``prev``/``ts_ms``, encodes them, writes them with one ``write`` and makes them durable
+with one ``fdatasync`` — per entry (``every``) or per group of entries that arrived together
+(``batch``: group commit). Only then does it hand the written records back to the event loop.
+A storage error stops the writer for good: every taken and queued entry gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmcp_verifier import audit
+from cmcp_verifier.errors import CmcpError, InputError
+
+from .errors import AuditUnavailable, storage_error
+from .recovery import ChainState
+
+
+@dataclass(slots=True)
+class Pending:
+    """One entry waiting to be written, and the future its caller awaits."""
+
+    fields: dict[str, Any]
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one pending entry: written (``record``) or refused (``error``)."""
+
+    pending: Pending
+    record: audit.AuditRecord | None = None
+    error: CmcpError | None = None
+    end_offset: int = 0
+
+
+Deliver = Callable[[list[Outcome]], None]
+Fail = Callable[[AuditUnavailable, list[Pending]], None]
+
+
+class ChainWriter:
+    """Sequences, encodes, writes and syncs entries on a dedicated thread."""
+
+    def __init__(
+        self,
+        *,
+        fd: int,
+        path: Path,
+        state: ChainState,
+        instance_id: str,
+        group_commit: bool,
+        max_delay_s: float,
+        max_entries: int,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Deliver,
+        fail: Fail,
+    ) -> None:
+        self.fd, self._path, self._instance = fd, path, instance_id
+        self._seq, self._prev, self._size = state.length, state.tip, state.size
+        self._max_entries = max_entries if group_commit else 1
+        self._max_delay = max_delay_s if group_commit else 0.0
+        self._loop, self._deliver, self._fail = loop, deliver, fail
+        self._queue: deque[Pending] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self.failure: AuditUnavailable | None = None
+        self.syncs = 0  # write+sync rounds so far (metrics; shows group commit at work)
+        self._thread = threading.Thread(target=self._run, name="cmcp-audit-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, pending: Pending) -> None:
+        """Queue an entry (called on the event loop); raises once the writer has failed."""
+        with self._cond:
+            if self.failure is not None:
+                raise self.failure.again()
+            if self._closing:
+                raise AuditUnavailable("the audit log is closed", code="audit.closed")
+            self._queue.append(pending)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread (blocking: call from a worker thread)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while batch := self._take():
+            try:
+                outcomes = self._write(batch)
+            except OSError as exc:
+                self._stop_with(storage_error(exc, str(self._path)), batch)
+                return
+            except AuditUnavailable as exc:
+                self._stop_with(exc, batch)
+                return
+            except Exception as exc:  # a bug must fail the appends, not hang them
+                error = AuditUnavailable(
+                    f"the audit writer failed: {type(exc).__name__}: {exc}",
+                    code="audit.writer_failed",
+                    hint="restart the gateway; report this as a bug",
+                )
+                self._stop_with(error, batch)
+                return
+            self._call_loop(self._deliver, outcomes)
+
+    def _take(self) -> list[Pending]:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if self._max_delay and len(self._queue) < self._max_entries and not self._closing:
+                self._cond.wait_for(
+                    lambda: len(self._queue) >= self._max_entries or self._closing,
+                    timeout=self._max_delay,
+                )
+            count = min(len(self._queue), self._max_entries)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _write(self, batch: list[Pending]) -> list[Outcome]:
+        outcomes, chunks = self._encode(batch)
+        if chunks:
+            data = b"".join(chunks)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            os.fdatasync(self.fd)
+            self.syncs += 1
+            if os.fstat(self.fd).st_nlink == 0:
+                raise AuditUnavailable(
+                    f"the audit log {self._path} was removed while in use",
+                    code="audit.file_removed",
+                    hint="restore the audit volume and restart the gateway",
+                )
+        return outcomes
+
+    def _encode(self, batch: list[Pending]) -> tuple[list[Outcome], list[bytes]]:
+        outcomes: list[Outcome] = []
+        chunks: list[bytes] = []
+        now_ms = time.time_ns() // 1_000_000
+        for pending in batch:
+            entry = {
+                "v": audit.FORMAT_VERSION,
+                "seq": self._seq,
+                "prev": self._prev,
+                "ts_ms": now_ms,
+                "instance": self._instance,
+                **pending.fields,
+            }
+            try:
+                line, digest = audit.encode_entry(entry)
+                if len(line) > audit.MAX_LINE_BYTES:
+                    raise InputError(
+                        f"audit entry is larger than {audit.MAX_LINE_BYTES} bytes",
+                        code="audit.entry_too_large",
+                    )
+            except CmcpError as exc:
+                outcomes.append(Outcome(pending, error=exc))
+                continue
+            chunks.append(line)
+            self._seq, self._prev, self._size = self._seq + 1, digest, self._size + len(line)
+            record = audit.AuditRecord(entry=entry, hash=digest, line=line[:-1])
+            outcomes.append(Outcome(pending, record=record, end_offset=self._size))
+        return outcomes, chunks
+
+    def _stop_with(self, error: AuditUnavailable, batch: list[Pending]) -> None:
+        with self._cond:
+            self.failure = error
+            batch = batch + list(self._queue)
+            self._queue.clear()
+        self._call_loop(self._fail, error, batch)
+
+    def _call_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        # RuntimeError: the event loop is gone, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, *args)
