@@ -24,6 +24,7 @@ from .mcp.routing import Kind, Router
 from .mcp.sessions import ClaimWindows, Session, SessionStore
 from .mcp.upstream import ACCEPT_BOTH, Upstream, UpstreamFault
 from .metrics import Metrics
+from .server.security import LOOPBACK_ORIGINS
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class Gateway:
         self.proxy = Proxy(self.hub)
         self.tokens = loaded.bearer_tokens()
         self.principal = config.identity.principal
+        self.allowed_hosts = loaded.allowed_hosts()
+        self.allowed_origins = tuple(config.allowed_origins) or LOOPBACK_ORIGINS
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

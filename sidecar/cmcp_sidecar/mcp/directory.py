@@ -7,9 +7,7 @@ import logging
 from typing import Any
 
 from .client import ControlClient
-from .headers import param_tokens as tokens_of
 from .hub import Hub
-from .intercept import CallContext
 from .jsonrpc import INVALID_PARAMS, ProtocolError, RequestId
 from .routing import RouteError
 from .upstream import Upstream, UpstreamFault
@@ -47,19 +45,28 @@ async def _refresh_resources(hub: Hub, up: Upstream) -> None:
     )
 
 
-async def param_tokens(
-    hub: Hub, ctx: CallContext, up: Upstream, tool: str
-) -> dict[tuple[str, ...], str]:
-    """``x-mcp-header`` tokens of an upstream tool (listing it once when not yet known)."""
-    known, schema = hub.router.input_schema(up, tool)
-    if not known:
-        await refresh_tools(hub, up)
-        known, schema = hub.router.input_schema(up, tool)
-    return (tokens_of(schema) or {}) if known else {}
+REFRESH_SECONDS = 30.0
+
+
+async def param_tokens(hub: Hub, up: Upstream, tool: str) -> dict[tuple[str, ...], str]:
+    """``x-mcp-header`` tokens of an upstream tool.
+
+    From the directory; a tool it does not know makes the gateway list the upstream's tools
+    (at most once per ``REFRESH_SECONDS``, or after a list change, and once for many callers).
+    """
+    router = hub.router
+    tokens = router.param_tokens(up, tool)
+    if tokens is None and router.listing_age(up) > REFRESH_SECONDS:
+        async with router.listing_lock(up):
+            if router.listing_age(up) > REFRESH_SECONDS:
+                await refresh_tools(hub, up)
+        tokens = router.param_tokens(up, tool)
+    return tokens or {}
 
 
 async def refresh_tools(hub: Hub, up: Upstream) -> list[dict[str, Any]]:
     """The gateway's own tools/list of ``up`` (updates the directory)."""
+    hub.router.listing_started(up)
     try:
         async with ControlClient(up) as client:
             tools = await client.list_all("tools/list", "tools")

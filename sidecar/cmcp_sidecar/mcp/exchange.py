@@ -116,7 +116,7 @@ async def forward(
     call: Call,
     up: Upstream,
     admission: Admission,
-    message: dict[str, Any],
+    body: bytes,
     headers: dict[str, str],
     shape: Shape | None = None,
 ) -> web.StreamResponse:
@@ -127,7 +127,7 @@ async def forward(
         session.pending[call.request_id] = pending
     listen = admission.op.kind is OpKind.LISTEN
     try:
-        async with up.request("POST", headers=headers, body=dumps(message), stream=listen) as resp:
+        async with up.request("POST", headers=headers, body=body, stream=listen) as resp:
             return await _relay(hub, call, up, resp, pending)
     except UpstreamFault as exc:
         _unregister(call, pending)
@@ -284,6 +284,7 @@ class Translator:
             return await self._server_request(msg.raw)
         method = msg.method or ""
         if method.endswith("/list_changed"):
+            self.hub.router.changed(self.up)
             await self.hub.interceptor.upstream_changed(self.up.name, method)
         elif method == "notifications/cancelled" and self.session is not None:
             return self._server_cancel(msg.raw, event.data)
@@ -467,10 +468,15 @@ async def send(
     if admission.error is not None or admission.params is None:
         return refused(hub, call, msg.id, admission)
     headers = await upstream_headers(hub, call, up, op, admission.params)
+    if admission.params is msg.raw.get("params") and call.body:
+        # Nothing was renamed or rewritten: forward the agent's bytes. They were parsed
+        # strictly (no duplicate keys, no lone surrogates), so the upstream reads exactly
+        # the message the seam decided on.
+        return await forward(hub, call, up, admission, call.body, headers, shape)
     message = {"jsonrpc": "2.0", "id": msg.id, "method": op.method, "params": admission.params}
     if not admission.params and "params" not in msg.raw:
         del message["params"]
-    return await forward(hub, call, up, admission, message, headers, shape)
+    return await forward(hub, call, up, admission, dumps(message), headers, shape)
 
 
 def refused(
@@ -497,7 +503,7 @@ async def upstream_headers(
     if key is not None and isinstance(params.get(key), str):
         headers["Mcp-Name"] = mh.encode_value(params[key])
     if op.kind is OpKind.CALL_TOOL and op.upstream_name is not None:
-        tokens = await directory.param_tokens(hub, call.ctx, up, op.upstream_name)
+        tokens = await directory.param_tokens(hub, up, op.upstream_name)
         headers.update(mh.param_headers(tokens, params.get("arguments")))
     return headers
 

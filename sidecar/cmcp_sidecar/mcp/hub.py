@@ -37,6 +37,7 @@ class Call:
     session: Session | None
     request_id: RequestId | None = None
     method: str = ""
+    body: bytes = b""  # the agent's message as received (forwarded as-is when unchanged)
 
     @property
     def protocol_header(self) -> str | None:

@@ -12,6 +12,7 @@ requires a single message per POST.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -87,10 +88,42 @@ class Message:
         return "method" not in self.raw
 
 
-def parse_message(data: bytes | str, *, max_bytes: int) -> Message:
+# Input that the fast path leaves to the full strict parser: \u escapes (lone surrogates),
+# long digit runs (integers beyond 2^53, huge exponents), NaN/Infinity, and many brackets (depth).
+_UNUSUAL = re.compile(rb"\\[uU]|\d{16}|[eE][+-]?\d{3}|NaN|Infinity")
+_MAX_FAST_BRACKETS = 200
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def strict_loads(data: bytes, *, max_bytes: int, what: str = "JSON-RPC message") -> Any:
+    """:func:`cmcp_verifier.canonical.parse_json` (floats allowed), with a fast path.
+
+    Ordinary messages are parsed by the C decoder with a duplicate-key check done in C-sized
+    steps; anything the fast path cannot vouch for (see ``_UNUSUAL``), and anything it
+    refuses, goes through the shared strict parser, which decides and names the problem.
+    """
+    if (
+        len(data) <= max_bytes
+        and _UNUSUAL.search(data) is None
+        and data.count(b"{") + data.count(b"[") <= _MAX_FAST_BRACKETS
+    ):
+        try:
+            return json.loads(data, object_pairs_hook=_unique_pairs)
+        except (ValueError, RecursionError):
+            pass  # let the strict parser say exactly what is wrong
+    return parse_json(data, allow_floats=True, max_bytes=max_bytes, what=what)
+
+
+def parse_message(data: bytes, *, max_bytes: int) -> Message:
     """Parse one JSON-RPC message; raise :class:`ProtocolError` with the code to answer."""
     try:
-        value = parse_json(data, allow_floats=True, max_bytes=max_bytes, what="JSON-RPC message")
+        value = strict_loads(data, max_bytes=max_bytes)
     except InputError as exc:
         raise ProtocolError(PARSE_ERROR, f"Parse error: {exc.message}") from None
     if isinstance(value, list):
@@ -177,4 +210,4 @@ def result_message(request_id: RequestId, result: dict[str, Any]) -> dict[str, A
 
 def dumps(message: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON for the wire."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

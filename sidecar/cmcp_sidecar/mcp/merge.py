@@ -154,7 +154,11 @@ def merge_capabilities(capabilities: Any) -> dict[str, Any]:
 
 async def modern_versions(hub: Hub) -> tuple[str, ...]:
     """The 2026+ versions every upstream speaks (the gateway offers only those)."""
-    eras = await asyncio.gather(*(up.probe() for up in hub.router.upstreams))
+    ups = hub.router.upstreams
+    if all(up.era is not None for up in ups):  # the common case: probed already, no awaits
+        eras = [up.era for up in ups if up.era is not None]
+    else:
+        eras = await asyncio.gather(*(up.probe() for up in ups))
     common = set(eras[0].modern)
     for era in eras[1:]:
         common &= set(era.modern)

@@ -124,8 +124,8 @@ class Proxy:
             return refusal(exc, status=400)
         version = request.headers.get(mh.PROTOCOL_VERSION)
         if version is not None and version not in HANDSHAKE_VERSIONS:
-            return await self._post_stateless(request, principal, message)
-        return await self._post_session(request, principal, message)
+            return await self._post_stateless(request, principal, message, body)
+        return await self._post_session(request, principal, message, body)
 
     async def get(self, request: web.Request, principal: str) -> web.StreamResponse:
         version = request.headers.get(mh.PROTOCOL_VERSION)
@@ -183,7 +183,7 @@ class Proxy:
     # -- session-based era (2025 revisions) --------------------------------------------
 
     async def _post_session(
-        self, request: web.Request, principal: str, msg: Message
+        self, request: web.Request, principal: str, msg: Message, body: bytes
     ) -> web.StreamResponse:
         if msg.is_request and msg.method == "initialize":
             if request.headers.get(SESSION_HEADER):
@@ -196,7 +196,7 @@ class Proxy:
             return refused
         session.active += 1
         try:
-            call = Call(request, session.ctx, session, msg.id, msg.method or "")
+            call = Call(request, session.ctx, session, msg.id, msg.method or "", body)
             if msg.is_response:
                 return await self._client_response(call, session, msg)
             if msg.is_notification:
@@ -332,7 +332,7 @@ class Proxy:
     # -- stateless era (2026-07-28) ----------------------------------------------------
 
     async def _post_stateless(
-        self, request: web.Request, principal: str, msg: Message
+        self, request: web.Request, principal: str, msg: Message, body: bytes
     ) -> web.StreamResponse:
         if msg.is_notification:
             return web.Response(status=202)  # no client notifications on this wire: ack and drop
@@ -369,7 +369,7 @@ class Proxy:
             )
             return web.Response(body=dumps(message), status=400, content_type=JSON)
         ctx = self.hub.windows.current(principal, version)
-        call = Call(request, ctx, None, msg.id, msg.method)
+        call = Call(request, ctx, None, msg.id, msg.method, body)
         return await self._dispatch(call, msg)
 
     # -- method dispatch (both eras) ---------------------------------------------------
@@ -421,10 +421,9 @@ class Proxy:
             target = self.router.resolve(kind, name)
         except RouteError as exc:
             raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
-        params = dict(msg.params)
-        params["name"] = target.name
+        params = msg.params if target.name == name else {**msg.params, "name": target.name}
         if kind is Kind.TOOL and call.ctx.era is Era.STATELESS:
-            tokens = await directory.param_tokens(self.hub, call.ctx, target.upstream, target.name)
+            tokens = await directory.param_tokens(self.hub, target.upstream, target.name)
             mh.check_param_headers(
                 tokens, params.get("arguments"), call.request.headers, call.request_id
             )

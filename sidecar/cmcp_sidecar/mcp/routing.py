@@ -8,12 +8,15 @@ from the gateway's own listing at start) and refuses a name two of them claim.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .headers import param_tokens
 from .upstream import Upstream
 
 
@@ -35,6 +38,9 @@ class RouteError(Exception):
 class _Offer:
     names: dict[Kind, set[str]] = field(default_factory=lambda: {k: set() for k in Kind})
     input_schemas: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
+    listed_at: float = float("-inf")
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     resources: set[str] = field(default_factory=set)
     templates: list[re.Pattern[str]] = field(default_factory=list)
 
@@ -77,6 +83,8 @@ class Router:
         offer = self._offers[upstream.name]
         if complete:
             offer.input_schemas.clear()
+            offer.listed_at = time.monotonic()
+        offer.tokens.clear()
         names = []
         for tool in tools:
             name = tool.get("name")
@@ -85,10 +93,28 @@ class Router:
                 offer.input_schemas[name] = tool.get("inputSchema")
         self.learn(upstream, Kind.TOOL, names, complete=complete)
 
-    def input_schema(self, upstream: Upstream, name: str) -> tuple[bool, Any]:
-        """(known, inputSchema) of an upstream's tool as last listed."""
-        schemas = self._offers[upstream.name].input_schemas
-        return (name in schemas, schemas.get(name))
+    def param_tokens(self, upstream: Upstream, name: str) -> dict[tuple[str, ...], str] | None:
+        """``x-mcp-header`` tokens of a listed tool (cached); None for a tool not listed."""
+        offer = self._offers[upstream.name]
+        tokens = offer.tokens.get(name)
+        if tokens is None:
+            if name not in offer.input_schemas:
+                return None
+            tokens = offer.tokens[name] = param_tokens(offer.input_schemas[name]) or {}
+        return tokens
+
+    def listing_age(self, upstream: Upstream) -> float:
+        return time.monotonic() - self._offers[upstream.name].listed_at
+
+    def listing_started(self, upstream: Upstream) -> None:
+        self._offers[upstream.name].listed_at = time.monotonic()
+
+    def listing_lock(self, upstream: Upstream) -> asyncio.Lock:
+        return self._offers[upstream.name].lock
+
+    def changed(self, upstream: Upstream) -> None:
+        """The upstream announced a tool list change: the next unknown name re-lists."""
+        self._offers[upstream.name].listed_at = float("-inf")
 
     def learn_resources(
         self, upstream: Upstream, uris: Iterable[str], templates: Iterable[str]

@@ -21,7 +21,7 @@ from cmcp_verifier.errors import InputError
 
 from ..gateway import Gateway
 from ..mcp.jsonrpc import INVALID_REQUEST, dumps, error_message
-from .security import LOOPBACK_ORIGINS, host_allowed, origin_allowed, principal_for
+from .security import host_allowed, origin_allowed, principal_for
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in _OPEN_PATHS:
         return await handler(request)
     gw = request.app[GATEWAY_KEY]
-    if not host_allowed(request.headers.get("Host"), gw.loaded.allowed_hosts()):
+    if not host_allowed(request.headers.get("Host"), gw.allowed_hosts):
         return _problem(403, "Forbidden: Host not allowed")
-    origins = gw.loaded.config.allowed_origins or LOOPBACK_ORIGINS
-    if not origin_allowed(request.headers.get("Origin"), origins):
+    if not origin_allowed(request.headers.get("Origin"), gw.allowed_origins):
         return _problem(403, "Forbidden: Origin not allowed")
     principal = principal_for(request.headers.get("Authorization"), gw.tokens, gw.principal)
     if principal is None:
