@@ -204,7 +204,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} vCPU ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} vCPU ({cpu}), Python {platform.python_version()}, {system}"
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -240,12 +241,13 @@ async def run(args: argparse.Namespace) -> None:
         }
         print(f"machine: {machine()}")
         print(
-            f"upstream: {args.upstream}; seam: {'enforcement' if args.enforce else 'pass-through'}; "
+            f"upstream: {args.upstream}; seam: {'enforcement' if args.enforce else 'pass-through'};"
+            " "
             f"{args.calls} calls per row\n"
         )
         pids = {"direct": None, "bare hop": procs[-2].pid, "gateway": procs[-1].pid}
         per_round = max(1, args.calls // args.rounds)
-        for name, url in targets.items():  # warm-up: connections, lazy imports, directories
+        for url in targets.values():  # warm-up: connections, lazy imports, directories
             await measure(url, 0, 1, warmup=200)
         print("| path | concurrency | calls/s | p50 ms | p99 ms | proxy CPU µs/call |")
         print("|---|---|---|---|---|---|")
@@ -280,7 +282,8 @@ async def run(args: argparse.Namespace) -> None:
         for concurrency in (1, 8):
             hop, gw = results[("bare hop", concurrency)], results[("gateway", concurrency)]
             print(
-                f"concurrency {concurrency}: gateway − bare hop: p50 {gw['p50_ms'] - hop['p50_ms']:+.3f} ms, "
+                f"concurrency {concurrency}: gateway − bare hop: "
+                f"p50 {gw['p50_ms'] - hop['p50_ms']:+.3f} ms, "
                 f"CPU {gw['cpu_us'] - hop['cpu_us']:+.0f} µs/call; gateway throughput "
                 f"{gw['per_s'] / hop['per_s']:.0%} of the bare hop's"
             )
