@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,10 @@ ENV_BEARER_TOKEN = "CMCP_BEARER_TOKEN"  # noqa: S105 (a variable name)
 ENV_TPM_TCTI = "CMCP_TPM_TCTI"
 ENV_LOG_FORMAT = "CMCP_LOG_FORMAT"
 ENV_LOG_LEVEL = "CMCP_LOG_LEVEL"
+# Set by the operator from the downward API when the gateway runs as a sidecar.
+ENV_POD_NAME = "CMCP_POD_NAME"
+ENV_POD_NAMESPACE = "CMCP_POD_NAMESPACE"
+ENV_SERVICE_ACCOUNT = "CMCP_SERVICE_ACCOUNT"
 
 PROVIDERS = ("auto", "software", "tpm", "sev-snp", "tdx", "coco", "azure-cvm", "gpu-cc")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -159,12 +164,14 @@ class AuthConfig(_Model):
 
 
 class IdentityConfig(_Model):
-    principal: str = "standalone"
+    principal: str | None = None  # default: <namespace>/<service account> in a pod, else standalone
+    namespace: str | None = None
+    service_account: str | None = None
 
-    @field_validator("principal")
+    @field_validator("principal", "namespace", "service_account")
     @classmethod
-    def _principal(cls, value: str) -> str:
-        if not value or len(value) > 253 or not value.isprintable():
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or len(value) > 253 or not value.isprintable()):
             raise ValueError("must be a printable name of at most 253 characters")
         return value
 
@@ -172,15 +179,36 @@ class IdentityConfig(_Model):
 class AuditConfig(_Model):
     path: str = "./audit/"
     fsync: Literal["every", "batch"] = "batch"
-    batch_max_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 2
+    batch_max_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 0
+    batch_max_entries: Annotated[int, Field(ge=1, le=65536)] = 256
+
+
+class ModelConfig(_Model):
+    provider: str = "unspecified"
+    model_id: str = "unspecified"
+    version: str | None = None
+
+
+DATA_CLASSES = ("public", "internal", "confidential", "restricted", "top-secret")
 
 
 class ClaimsConfig(_Model):
     mode: Literal["session", "call", "interval"] = "session"
     dir: str = "./claims/"
     interval_seconds: PositiveInt = 300
-    idle_timeout_seconds: PositiveInt = 1800
+    idle_timeout_seconds: PositiveInt = 900
     sink: Literal["file", "kubernetes"] = "file"
+    model: ModelConfig = ModelConfig()
+    subject: str | None = None
+    trust_domain: str = "cluster.local"
+    data_classes: Annotated[list[str], Field(min_length=1)] = list(DATA_CLASSES)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(spiffe://[^/]+/.+|did:.+)$", value):
+            raise ValueError("must be a SPIFFE ID (spiffe://…) or a DID (did:…)")
+        return value
 
 
 class LoggingConfig(_Model):
@@ -197,6 +225,7 @@ class GatewayConfig(_Model):
     max_response_size_bytes: PositiveInt = 2 * 1024 * 1024
     policy_reload_interval_seconds: NonNegInt = 0
     max_sessions: PositiveInt = 10000
+    instance_id: str | None = None  # default: the pod name (CMCP_POD_NAME) or the host name
     upstreams: Annotated[list[UpstreamConfig], Field(min_length=1)]
     identity: IdentityConfig = IdentityConfig()
     auth: AuthConfig = AuthConfig()
@@ -346,6 +375,27 @@ class LoadedConfig:
         return self.env.get(ENV_TPM_TCTI) or self.config.attestation.tpm.tcti
 
     @property
+    def namespace(self) -> str | None:
+        return self.config.identity.namespace or self.env.get(ENV_POD_NAMESPACE) or None
+
+    @property
+    def service_account(self) -> str | None:
+        return self.config.identity.service_account or self.env.get(ENV_SERVICE_ACCOUNT) or None
+
+    @property
+    def principal(self) -> str:
+        """The workload identity requests are attributed to when no token names another."""
+        if self.config.identity.principal:
+            return self.config.identity.principal
+        if self.namespace and self.service_account:
+            return f"{self.namespace}/{self.service_account}"
+        return "standalone"
+
+    @property
+    def instance_id(self) -> str:
+        return self.config.instance_id or self.env.get(ENV_POD_NAME) or socket.gethostname()
+
+    @property
     def log_format(self) -> str:
         return self.env.get(ENV_LOG_FORMAT) or self.config.logging.format
 
@@ -358,7 +408,7 @@ class LoadedConfig:
         tokens: dict[str, str] = {}
         env_token = self.env.get(ENV_BEARER_TOKEN, "")
         if env_token:
-            tokens[env_token] = self.config.identity.principal
+            tokens[env_token] = self.principal
         for i, entry in enumerate(self.config.auth.bearer_tokens):
             where = f"auth.bearer_tokens[{i}].token_file"
             token = _read_secret(self.path(entry.token_file), where).strip()

@@ -101,7 +101,7 @@ class Gateway:
         )
         self.proxy = Proxy(self.hub)
         self.tokens = loaded.bearer_tokens()
-        self.principal = config.identity.principal
+        self.principal = loaded.principal
         self.allowed_hosts = loaded.allowed_hosts()
         self.allowed_origins = tuple(config.allowed_origins) or LOOPBACK_ORIGINS
         self._sweeper: asyncio.Task[None] | None = None

@@ -148,3 +148,29 @@ def test_default_allowed_hosts_cover_loopback_and_listen_host() -> None:
     c = parse_config({"upstreams": [UP], "listen_addr": "10.0.0.5:8443"})
     hosts = LoadedConfig(c, Path("."), env={}).allowed_hosts()
     assert hosts == ("127.0.0.1:*", "localhost:*", "[::1]:*", "10.0.0.5:*")
+
+
+def test_identity_in_a_pod_and_standalone() -> None:
+    c = parse_config({"upstreams": [UP]})
+    pod = LoadedConfig(
+        c,
+        Path("."),
+        env={
+            "CMCP_POD_NAME": "agent-7d9f",
+            "CMCP_POD_NAMESPACE": "research",
+            "CMCP_SERVICE_ACCOUNT": "agent",
+        },
+    )
+    assert (pod.principal, pod.instance_id) == ("research/agent", "agent-7d9f")
+    alone = LoadedConfig(c, Path("."), env={})
+    assert alone.principal == "standalone" and alone.instance_id
+    named = parse_config(
+        {"upstreams": [UP], "identity": {"principal": "team-a/bot"}, "instance_id": "gw-1"}
+    )
+    assert (LoadedConfig(named, Path("."), env={}).principal, named.instance_id) == (
+        "team-a/bot",
+        "gw-1",
+    )
+    assert "claims.subject: must be a SPIFFE ID" in error_of(
+        {"upstreams": [UP], "claims": {"subject": "bob"}}
+    )
