@@ -17,6 +17,7 @@ from cmcp_sidecar.mcp.intercept import (
     Operation,
     OpKind,
     PassThrough,
+    Rejection,
     Reply,
 )
 
@@ -40,6 +41,7 @@ class Recorder(PassThrough):
         self.completed: list[tuple[Operation, Reply]] = []
         self.faults: list[tuple[Operation, Fault]] = []
         self.ended: list[Any] = []
+        self.rejections: list[Rejection] = []
 
     def calls(self) -> list[Operation]:
         return [op for op in self.admitted if op.kind is OpKind.CALL_TOOL]
@@ -70,10 +72,15 @@ class Recorder(PassThrough):
     async def fault(self, admission: Admission, fault: Fault) -> None:
         self.faults.append((admission.op, fault))
 
-    async def review_tools(
-        self, ctx: CallContext, upstream: str, tools: list[dict[str, Any]]
+    async def review_list(
+        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        return [t for t in tools if t.get("name") not in self.hide_tools]
+        if kind is OpKind.LIST_TOOLS and self.hide_tools:
+            return [t for t in items if t.get("name") not in self.hide_tools]
+        return items
+
+    async def rejected(self, rejection: Rejection) -> None:
+        self.rejections.append(rejection)
 
     async def session_ended(self, end: Any) -> None:
         self.ended.append(end)

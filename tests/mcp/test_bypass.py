@@ -70,6 +70,7 @@ async def test_batch_is_refused_and_not_forwarded(server_url: str) -> None:
         status, reply = await post(http, gw.url, batch, modern_headers("tools/call", "echo"))
         assert status == 400 and reply["error"]["code"] == -32600 and reply["id"] is None
         assert "batch" in reply["error"]["message"]
+        assert [r.code for r in rec.rejections] == ["jsonrpc.batch"]
         assert rec.admitted == [] and not any(
             "batch" in a.get("text", "") for a in await seen(http, server_url)
         )
@@ -95,6 +96,7 @@ async def test_duplicate_keys_are_refused(server_url: str) -> None:
             http, gw.url, nested, {"Content-Type": "application/json", "Accept": ACCEPT}
         )
         assert status == 400 and reply["error"]["code"] == -32700
+        assert [r.code for r in rec.rejections] == ["jsonrpc.parse", "jsonrpc.parse"]
         assert rec.admitted == []
 
 
@@ -193,6 +195,13 @@ async def test_header_body_mismatch_is_refused(
         status, reply = await post(http, gw.url, body, headers)
         assert status == 400 and reply["error"]["code"] in (-32020, -32022), reply
         assert rec.admitted == []
+        [rejection] = rec.rejections
+        assert rejection.code in ("header.mismatch", "protocol.unsupported_version")
+        assert (rejection.method, rejection.name, rejection.principal) == (
+            "tools/call",
+            "get_env",
+            "standalone",
+        )
 
 
 async def test_duplicated_routing_header_is_refused(server_url: str) -> None:
@@ -276,6 +285,7 @@ async def test_oversized_request_and_response(server_url: str) -> None:
             http, gw.url, echo_body("z" * 70_000), modern_headers("tools/call", "echo")
         )
         assert status == 413 and rec.admitted == []
+        assert [r.code for r in rec.rejections] == ["http.too_large"]
         big = modern_request(2, "tools/call", {"name": "big", "arguments": {"size": 100_000}})
         status, reply = await post(http, gw.url, big, modern_headers("tools/call", "big"))
         assert (
@@ -297,6 +307,7 @@ async def test_unknown_tool_across_several_upstreams(server_url: str) -> None:
             _, reply = await post(http, gw.url, body, modern_headers("tools/call", "no_such_tool"))
             assert reply["error"]["code"] == -32602 and "unknown tool" in reply["error"]["message"]
             assert rec.admitted == []
+            assert [(r.code, r.name) for r in rec.rejections] == [("route.unknown", "no_such_tool")]
 
 
 # -- who may call ------------------------------------------------------------------------
@@ -319,6 +330,7 @@ async def test_bearer_token(server_url: str, tmp_path: Any) -> None:
             h = dict(headers) if bad is None else {**headers, "Authorization": bad}
             async with http.post(gw.url, json=echo_body("nope"), headers=h) as resp:
                 assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert [(r.code, r.principal) for r in rec.rejections] == [("http.unauthorized", None)] * 4
         for token, principal in (
             ("env-token-456", "team/default"),
             ("named-token-123", "research-agent"),
@@ -346,7 +358,8 @@ async def test_sessions_belong_to_their_principal(server_url: str) -> None:
 
 
 async def test_dns_rebinding_defence(server_url: str) -> None:
-    async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
+    rec = Recorder()
+    async with running_gateway(server_url, interceptor=rec) as gw, aiohttp.ClientSession() as http:
         headers = modern_headers("tools/call", "echo")
         for extra in (
             {"Host": "evil.example:8443"},
@@ -355,6 +368,8 @@ async def test_dns_rebinding_defence(server_url: str) -> None:
         ):
             async with http.post(gw.url, json=echo_body("x"), headers={**headers, **extra}) as resp:
                 assert resp.status == 403, extra
+        codes = [r.code for r in rec.rejections]
+        assert codes == ["http.forbidden_host", "http.forbidden_origin", "http.forbidden_host"]
         ok = {**headers, "Origin": f"http://localhost:{gw.port}"}
         status, _ = await post(http, gw.url, echo_body("x"), ok)
         assert status == 200

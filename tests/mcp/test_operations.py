@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from mcp import Client
 
 from .peers import running_gateway, sdk_server, transport
@@ -47,10 +48,13 @@ async def test_probes_and_metrics(server_url: str) -> None:
     ],
 )
 async def test_trail_endpoints_say_not_configured(server_url: str, method: str, path: str) -> None:
-    async with running_gateway(server_url) as gw, aiohttp.ClientSession() as http:
-        async with http.request(method, gw.url.removesuffix("/mcp") + path) as resp:
-            assert resp.status == 503
-            assert (await resp.json())["error"] == "not_configured"
+    async with (
+        running_gateway(server_url) as gw,
+        aiohttp.ClientSession() as http,
+        http.request(method, gw.url.removesuffix("/mcp") + path) as resp,
+    ):
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "not_configured"
 
 
 async def test_attestation_nonce_is_checked(server_url: str) -> None:

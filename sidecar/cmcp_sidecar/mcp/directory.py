@@ -22,12 +22,14 @@ async def resource_upstream(hub: Hub, uri: str, request_id: RequestId | None) ->
         return router.resolve_uri(uri)
     except RouteError as exc:
         if exc.ambiguous:
-            raise ProtocolError(INVALID_PARAMS, exc.message, request_id) from None
+            raise ProtocolError(
+                INVALID_PARAMS, exc.message, request_id, reason=exc.reason
+            ) from None
     await asyncio.gather(*(_refresh_resources(hub, up) for up in router.upstreams))
     try:
         return router.resolve_uri(uri)
     except RouteError as exc:
-        raise ProtocolError(INVALID_PARAMS, exc.message, request_id) from None
+        raise ProtocolError(INVALID_PARAMS, exc.message, request_id, reason=exc.reason) from None
 
 
 async def _refresh_resources(hub: Hub, up: Upstream) -> None:

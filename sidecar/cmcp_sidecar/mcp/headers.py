@@ -115,7 +115,9 @@ def check_routing_headers(
 
 
 def _mismatch(message: str, request_id: RequestId | None) -> ProtocolError:
-    return ProtocolError(HEADER_MISMATCH, f"Header mismatch: {message}", request_id)
+    return ProtocolError(
+        HEADER_MISMATCH, f"Header mismatch: {message}", request_id, reason="header.mismatch"
+    )
 
 
 def param_tokens(input_schema: Any) -> dict[tuple[str, ...], str] | None:

@@ -15,9 +15,11 @@ For every operation the proxy calls the interceptor, in this order:
    large, or the agent went away first) instead of replying; no reply reaches the agent
    after a fault except the gateway's own error.
 
-Plus :meth:`review_tools` for every tools/list page (catalog filtering), and notifications
-of upstream list changes and session ends. :class:`PassThrough` admits everything unchanged;
-it is the seam's test double and what ``cmcp_sidecar.enforce`` replaces.
+Plus :meth:`review_list` for every page of a list (catalog filtering, per-item policy),
+:meth:`rejected` for requests refused before any decision (malformed, smuggling, unauthorised:
+audited too), and notifications of upstream list changes and session ends.
+:class:`PassThrough` admits everything unchanged; it is the seam's test double and what
+``cmcp_sidecar.enforce`` replaces.
 """
 
 from __future__ import annotations
@@ -133,6 +135,24 @@ class Fault:
     http_status: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request the gateway refused before any policy decision, and why.
+
+    ``code`` is a stable code (``jsonrpc.batch``, ``http.unauthorized``, ``header.mismatch``,
+    ``route.unknown_tool`` …); ``principal`` is None when the caller did not authenticate,
+    ``method``/``name`` None when the body did not parse that far.
+    """
+
+    code: str
+    status: int
+    principal: str | None = None
+    claim_session: str | None = None
+    method: str | None = None
+    name: str | None = None
+    upstream: str | None = None
+
+
 @dataclass(slots=True)
 class SessionEnd:
     """A claim session ended: DELETE, idle timeout, explicit close, window end or shutdown."""
@@ -157,10 +177,18 @@ class Interceptor(Protocol):
         """Record that ``admission``'s operation ended without an upstream reply."""
         ...
 
-    async def review_tools(
-        self, ctx: CallContext, upstream: str, tools: list[dict[str, Any]]
+    async def review_list(
+        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """The subset of an upstream's live tools (upstream names) the agent may see."""
+        """The items of one list page (upstream names) the agent may see.
+
+        ``kind`` is LIST_TOOLS, LIST_PROMPTS, LIST_RESOURCES or LIST_RESOURCE_TEMPLATES;
+        return ``items`` itself when nothing is withheld (the page then passes unchanged).
+        """
+        ...
+
+    async def rejected(self, rejection: Rejection) -> None:
+        """Record a request refused before any decision (durably, before the refusal)."""
         ...
 
     async def upstream_changed(self, upstream: str, method: str) -> None:
@@ -184,10 +212,13 @@ class PassThrough:
     async def fault(self, admission: Admission, fault: Fault) -> None:
         return None
 
-    async def review_tools(
-        self, ctx: CallContext, upstream: str, tools: list[dict[str, Any]]
+    async def review_list(
+        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        return tools
+        return items
+
+    async def rejected(self, rejection: Rejection) -> None:
+        return None
 
     async def upstream_changed(self, upstream: str, method: str) -> None:
         return None

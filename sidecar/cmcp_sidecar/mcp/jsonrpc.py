@@ -45,11 +45,14 @@ _ENVELOPE_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params", "result"
 class ProtocolError(Exception):
     """A message the gateway refuses, with the JSON-RPC error it answers with."""
 
-    def __init__(self, code: int, message: str, request_id: RequestId | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, request_id: RequestId | None = None, *, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.reason = reason  # a stable code for the audit (jsonrpc.batch, route.unknown …)
 
     def to_message(self) -> dict[str, Any]:
         return error_message(self.request_id, self.code, self.message)
@@ -127,7 +130,9 @@ def parse_message(data: bytes, *, max_bytes: int) -> Message:
     except InputError as exc:
         raise ProtocolError(PARSE_ERROR, f"Parse error: {exc.message}") from None
     if isinstance(value, list):
-        raise ProtocolError(INVALID_REQUEST, "JSON-RPC batches are not supported")
+        raise ProtocolError(
+            INVALID_REQUEST, "JSON-RPC batches are not supported", reason="jsonrpc.batch"
+        )
     return validate_message(value)
 
 

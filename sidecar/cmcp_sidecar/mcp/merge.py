@@ -345,22 +345,17 @@ async def _shape_page(
     complete = first and not result.get("nextCursor")
     if kind is OpKind.LIST_TOOLS:
         router.learn_tools(up, items, complete=complete)
-        items = await hub.interceptor.review_tools(ctx, up.name, items)
-        items = _visible(hub, up, Kind.TOOL, items)
     elif kind is OpKind.LIST_PROMPTS:
-        router.learn(
-            up,
-            Kind.PROMPT,
-            (p["name"] for p in items if isinstance(p.get("name"), str)),
-            complete=complete,
-        )
-        items = _visible(hub, up, Kind.PROMPT, items)
+        names = (p["name"] for p in items if isinstance(p.get("name"), str))
+        router.learn(up, Kind.PROMPT, names, complete=complete)
     elif kind is OpKind.LIST_RESOURCES:
         router.learn_resources(up, (r["uri"] for r in items if isinstance(r.get("uri"), str)), ())
     elif kind is OpKind.LIST_RESOURCE_TEMPLATES:
-        router.learn_resources(
-            up, (), (t["uriTemplate"] for t in items if isinstance(t.get("uriTemplate"), str))
-        )
+        templates = (t["uriTemplate"] for t in items if isinstance(t.get("uriTemplate"), str))
+        router.learn_resources(up, (), templates)
+    items = await hub.interceptor.review_list(ctx, up.name, kind, items)
+    if kind in (OpKind.LIST_TOOLS, OpKind.LIST_PROMPTS):
+        items = _visible(hub, up, Kind.TOOL if kind is OpKind.LIST_TOOLS else Kind.PROMPT, items)
     return result if items is original else {**result, key: items}
 
 

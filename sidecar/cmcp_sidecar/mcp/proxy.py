@@ -5,7 +5,9 @@ An inbound POST is checked at the HTTP level (Accept, Content-Type, size), parse
 (a 2026-07-28 value → stateless; absent or a 2025 value → session-based), checked for
 header/body consistency (stateless), tied to its session and claim session, and dispatched by
 method. Every message that could invoke a tool or read data goes through the seam
-(:mod:`.intercept`) before anything is forwarded.
+(:mod:`.intercept`) before anything is forwarded; every request refused before that point is
+reported to the seam as a :class:`~.intercept.Rejection` (so it is audited) before the
+refusal is sent.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -21,11 +24,13 @@ from . import directory, merge
 from . import headers as mh
 from .exchange import answer_upstream, fault_reply, json_response, relay_streams, send
 from .hub import SESSION_HEADER, Call, Hub
-from .intercept import Era, Fault, OpKind, Reply
+from .intercept import CallContext, Era, Fault, OpKind, Rejection, Reply
 from .jsonrpc import (
+    HEADER_MISMATCH,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    PARSE_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     Message,
     ProtocolError,
@@ -49,6 +54,14 @@ _STATUS: Final = {
     -32021: 400,
     -32022: 400,
     -32601: 404,
+}
+_REASON: Final = {
+    PARSE_ERROR: "jsonrpc.parse",
+    INVALID_REQUEST: "jsonrpc.invalid",
+    METHOD_NOT_FOUND: "jsonrpc.method_not_found",
+    INVALID_PARAMS: "jsonrpc.invalid_params",
+    HEADER_MISMATCH: "header.mismatch",
+    UNSUPPORTED_PROTOCOL_VERSION: "protocol.unsupported_version",
 }
 _LIST_METHODS: Final = {
     "tools/list": (OpKind.LIST_TOOLS, "tools"),
@@ -77,22 +90,54 @@ def accepts(request: web.Request) -> tuple[bool, bool]:
     )
 
 
-def refusal(
-    exc: ProtocolError, headers: dict[str, str] | None = None, status: int | None = None
-) -> web.Response:
-    return web.Response(
-        body=dumps(exc.to_message()),
-        status=status or _STATUS.get(exc.code, 200),
-        content_type=JSON,
-        headers=headers,
-    )
+class Refused(Exception):
+    """A request refused before any decision: the response and the code it is audited under."""
+
+    def __init__(
+        self,
+        response: web.Response,
+        code: str,
+        msg: Message | None = None,
+        ctx: CallContext | None = None,
+    ) -> None:
+        super().__init__(code)
+        self.response = response
+        self.code = code
+        self.msg = msg
+        self.ctx = ctx
 
 
-def http_error(status: int, message: str, code: int = INVALID_REQUEST) -> web.Response:
+def http_refusal(
+    status: int,
+    message: str,
+    code: str,
+    *,
+    msg: Message | None = None,
+    ctx: CallContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> Refused:
     """An HTTP-level refusal with a JSON-RPC error body without id."""
-    return web.Response(
-        body=dumps(error_message(None, code, message)), status=status, content_type=JSON
-    )
+    body = dumps(error_message(None, INVALID_REQUEST, message))
+    response = web.Response(body=body, status=status, content_type=JSON, headers=headers)
+    return Refused(response, code, msg, ctx)
+
+
+def rpc_refusal(
+    exc: ProtocolError,
+    status: int,
+    *,
+    msg: Message | None = None,
+    ctx: CallContext | None = None,
+    headers: dict[str, str] | None = None,
+    data: Any = None,
+) -> Refused:
+    """A JSON-RPC error refusal (the request's id echoed when known)."""
+    body = dumps(error_message(exc.request_id, exc.code, exc.message, data))
+    response = web.Response(body=body, status=status, content_type=JSON, headers=headers)
+    return Refused(response, exc.reason or _REASON.get(exc.code, "jsonrpc.error"), msg, ctx)
+
+
+Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 
 class Proxy:
@@ -105,37 +150,74 @@ class Proxy:
     # -- HTTP entry points ------------------------------------------------------------
 
     async def post(self, request: web.Request, principal: str) -> web.StreamResponse:
+        return await self._guarded(self._post, request, principal)
+
+    async def get(self, request: web.Request, principal: str) -> web.StreamResponse:
+        return await self._guarded(self._get, request, principal)
+
+    async def delete(self, request: web.Request, principal: str) -> web.StreamResponse:
+        return await self._guarded(self._delete, request, principal)
+
+    async def _guarded(
+        self, handler: Handler, request: web.Request, principal: str
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request, principal)
+        except Refused as refused:
+            await self.reject(refused, principal)
+            return refused.response
+
+    async def reject(self, refused: Refused, principal: str | None) -> None:
+        """Report a refusal to the seam (it is audited before the agent sees it)."""
+        msg, ctx = refused.msg, refused.ctx
+        name = None
+        if msg is not None:
+            target = msg.params.get("name", msg.params.get("uri"))
+            name = target if isinstance(target, str) else None
+        rejection = Rejection(
+            code=refused.code,
+            status=refused.response.status,
+            principal=principal,
+            claim_session=ctx.claim_session if ctx is not None else None,
+            method=msg.method if msg is not None else None,
+            name=name,
+        )
+        self.hub.metrics.requests.labels(rejection.method or "-", "rejected").inc()
+        await asyncio.shield(self.hub.interceptor.rejected(rejection))
+
+    async def _post(self, request: web.Request, principal: str) -> web.StreamResponse:
         wants_json, wants_sse = accepts(request)
         if not (wants_json and wants_sse):
-            return http_error(
-                406, "Not Acceptable: accept both application/json and text/event-stream"
+            raise http_refusal(
+                406,
+                "Not Acceptable: accept both application/json and text/event-stream",
+                "http.not_acceptable",
             )
         if request.content_type != JSON:
-            return http_error(415, "Unsupported Media Type: Content-Type must be application/json")
-        try:
-            body = await self._body(request)
-        except web.HTTPRequestEntityTooLarge:
-            return http_error(
-                413, f"request body exceeds {self.hub.limits.max_request_bytes} bytes"
+            raise http_refusal(
+                415,
+                "Unsupported Media Type: Content-Type must be application/json",
+                "http.unsupported_media_type",
             )
+        body = await self._body(request)
         try:
             message = parse_message(body, max_bytes=self.hub.limits.max_request_bytes)
         except ProtocolError as exc:
-            return refusal(exc, status=400)
+            raise rpc_refusal(exc, 400) from None
         version = request.headers.get(mh.PROTOCOL_VERSION)
         if version is not None and version not in HANDSHAKE_VERSIONS:
             return await self._post_stateless(request, principal, message, body)
         return await self._post_session(request, principal, message, body)
 
-    async def get(self, request: web.Request, principal: str) -> web.StreamResponse:
+    async def _get(self, request: web.Request, principal: str) -> web.StreamResponse:
         version = request.headers.get(mh.PROTOCOL_VERSION)
         if version is not None and version not in HANDSHAKE_VERSIONS:
             return web.Response(status=405, headers={"Allow": "POST"})
         if not accepts(request)[1]:
-            return http_error(406, "Not Acceptable: accept text/event-stream")
-        session, refused = self._session(request, principal)
-        if session is None:
-            return refused
+            raise http_refusal(
+                406, "Not Acceptable: accept text/event-stream", "http.not_acceptable"
+            )
+        session = self._session(request, principal)
         call = Call(request, session.ctx, session)
         session.active += 1
         try:
@@ -144,41 +226,40 @@ class Proxy:
             session.active -= 1
             session.touch()
 
-    async def delete(self, request: web.Request, principal: str) -> web.StreamResponse:
+    async def _delete(self, request: web.Request, principal: str) -> web.StreamResponse:
         version = request.headers.get(mh.PROTOCOL_VERSION)
         if version is not None and version not in HANDSHAKE_VERSIONS:
             return web.Response(status=405, headers={"Allow": "POST"})
-        session, refused = self._session(request, principal)
-        if session is None:
-            return refused
+        session = self._session(request, principal)
         await self.hub.sessions.end(session, "delete")
         self.hub.metrics.sessions.set(len(self.hub.sessions))
         return web.Response(status=200, headers=Call(request, session.ctx, None).headers())
 
     async def _body(self, request: web.Request) -> bytes:
         limit = self.hub.limits.max_request_bytes
+        too_large = http_refusal(413, f"request body exceeds {limit} bytes", "http.too_large")
         if request.content_length is not None and request.content_length > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        data = await request.content.read(limit + 1)
-        if len(data) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+            raise too_large
+        data = b""
         while not request.content.at_eof():  # read() may return less than asked
             more = await request.content.read(limit + 1 - len(data))
             if not more:
                 break
             data += more
             if len(data) > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+                raise too_large
         return data
 
-    def _session(self, request: web.Request, principal: str) -> tuple[Session | None, web.Response]:
+    def _session(self, request: web.Request, principal: str, msg: Message | None = None) -> Session:
         sid = request.headers.get(SESSION_HEADER)
         if not sid:
-            return None, http_error(400, "Bad Request: Missing session ID")
+            raise http_refusal(400, "Bad Request: Missing session ID", "session.missing", msg=msg)
         session = self.hub.sessions.get(sid, principal)
         if session is None:
-            return None, http_error(404, "Not Found: unknown or expired session")
-        return session, http_error(500, "unreachable")
+            raise http_refusal(
+                404, "Not Found: unknown or expired session", "session.unknown", msg=msg
+            )
+        return session
 
     # -- session-based era (2025 revisions) --------------------------------------------
 
@@ -187,13 +268,10 @@ class Proxy:
     ) -> web.StreamResponse:
         if msg.is_request and msg.method == "initialize":
             if request.headers.get(SESSION_HEADER):
-                return refusal(
-                    ProtocolError(INVALID_REQUEST, "the session is already initialized", msg.id)
-                )
+                exc = ProtocolError(INVALID_REQUEST, "the session is already initialized", msg.id)
+                raise rpc_refusal(exc, 400, msg=msg)
             return await self._initialize(request, principal, msg)
-        session, refused = self._session(request, principal)
-        if session is None:
-            return refused
+        session = self._session(request, principal, msg)
         session.active += 1
         try:
             call = Call(request, session.ctx, session, msg.id, msg.method or "", body)
@@ -202,9 +280,13 @@ class Proxy:
             if msg.is_notification:
                 return await self._client_notification(call, session, msg)
             if msg.id in session.pending:
-                return refusal(
-                    ProtocolError(INVALID_REQUEST, "request id is already in use", msg.id)
+                exc = ProtocolError(
+                    INVALID_REQUEST,
+                    "request id is already in use",
+                    msg.id,
+                    reason="jsonrpc.duplicate_id",
                 )
+                raise rpc_refusal(exc, 200, msg=msg, ctx=session.ctx, headers=call.headers())
             return await self._dispatch(call, msg)
         finally:
             session.active -= 1
@@ -215,7 +297,7 @@ class Proxy:
     ) -> web.StreamResponse:
         hub = self.hub
         if hub.sessions.full():
-            return http_error(503, "Too many open sessions")
+            raise http_refusal(503, "Too many open sessions", "session.limit", msg=msg)
         version = msg.params.get("protocolVersion")
         session = hub.sessions.create(
             principal, version if isinstance(version, str) else HANDSHAKE_VERSIONS[-1]
@@ -283,7 +365,12 @@ class Proxy:
             try:
                 standalone, positions = parse_event_id(last_event_id, len(self.router.upstreams))
             except TokenError:
-                return http_error(400, "Bad Request: unknown Last-Event-ID")
+                raise http_refusal(
+                    400,
+                    "Bad Request: unknown Last-Event-ID",
+                    "stream.unknown_event_id",
+                    ctx=call.ctx,
+                ) from None
         targets = (
             self.router.upstreams if standalone else [self.router.upstreams[i] for i in positions]
         )
@@ -337,10 +424,10 @@ class Proxy:
         if msg.is_notification:
             return web.Response(status=202)  # no client notifications on this wire: ack and drop
         if msg.is_response:
-            return refusal(
-                ProtocolError(INVALID_REQUEST, "clients do not send responses on this revision"),
-                status=400,
+            posted = ProtocolError(
+                INVALID_REQUEST, "clients do not send responses on this revision"
             )
+            raise rpc_refusal(posted, 400, msg=msg)
         assert msg.method is not None and msg.id is not None
         try:
             dup = mh.duplicated_routing_header(
@@ -348,26 +435,28 @@ class Proxy:
             )
             if dup is not None:
                 raise ProtocolError(
-                    -32020, f"Header mismatch: {dup} appears more than once", msg.id
+                    HEADER_MISMATCH,
+                    f"Header mismatch: {dup} appears more than once",
+                    msg.id,
+                    reason="header.duplicate",
                 )
             mh.check_routing_headers(msg.method, msg.params, request.headers, msg.id)
         except ProtocolError as exc:
-            return refusal(exc, status=400)
+            raise rpc_refusal(exc, 400, msg=msg) from None
         version = mh.envelope_version(msg.params, msg.id)
         try:
             supported = await merge.modern_versions(self.hub)
-        except UpstreamFault as exc:
-            error, status = fault_reply(Fault(exc.code, exc.message))
-            return web.Response(
-                body=dumps(error_message(msg.id, **error)), status=status, content_type=JSON
-            )
+        except UpstreamFault as fault:
+            error, status = fault_reply(Fault(fault.code, fault.message))
+            reply = dumps(error_message(msg.id, **error))
+            return web.Response(body=reply, status=status, content_type=JSON)
         if version not in supported:
             offer = list(supported) or list(reversed(HANDSHAKE_VERSIONS))
-            data = {"supported": offer, "requested": version}
-            message = error_message(
-                msg.id, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", data
+            unsupported = ProtocolError(
+                UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", msg.id
             )
-            return web.Response(body=dumps(message), status=400, content_type=JSON)
+            data = {"supported": offer, "requested": version}
+            raise rpc_refusal(unsupported, 400, msg=msg, data=data)
         ctx = self.hub.windows.current(principal, version)
         call = Call(request, ctx, None, msg.id, msg.method, body)
         return await self._dispatch(call, msg)
@@ -405,11 +494,8 @@ class Proxy:
                 raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}", msg.id)
             return await send(self.hub, call, msg, single, OpKind.OTHER, dict(msg.params))
         except ProtocolError as exc:
-            return refusal(
-                exc,
-                call.headers(),
-                status=_STATUS.get(exc.code, 200) if call.ctx.era is Era.STATELESS else 200,
-            )
+            status = _STATUS.get(exc.code, 200) if call.ctx.era is Era.STATELESS else 200
+            raise rpc_refusal(exc, status, msg=msg, ctx=call.ctx, headers=call.headers()) from None
 
     async def _named(
         self, call: Call, msg: Message, kind: Kind, op_kind: OpKind
@@ -420,7 +506,7 @@ class Proxy:
         try:
             target = self.router.resolve(kind, name)
         except RouteError as exc:
-            raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
+            raise ProtocolError(INVALID_PARAMS, exc.message, msg.id, reason=exc.reason) from None
         params = msg.params if target.name == name else {**msg.params, "name": target.name}
         if kind is Kind.TOOL and call.ctx.era is Era.STATELESS:
             tokens = await directory.param_tokens(self.hub, target.upstream, target.name)
@@ -456,7 +542,9 @@ class Proxy:
             try:
                 target = self.router.resolve(Kind.PROMPT, ref["name"])
             except RouteError as exc:
-                raise ProtocolError(INVALID_PARAMS, exc.message, msg.id) from None
+                raise ProtocolError(
+                    INVALID_PARAMS, exc.message, msg.id, reason=exc.reason
+                ) from None
             params["ref"] = {**ref, "name": target.name}
             return await send(
                 self.hub,

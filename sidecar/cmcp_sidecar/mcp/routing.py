@@ -32,6 +32,7 @@ class RouteError(Exception):
         super().__init__(message)
         self.message = message
         self.ambiguous = ambiguous
+        self.reason = "route.ambiguous" if ambiguous else "route.unknown"
 
 
 @dataclass

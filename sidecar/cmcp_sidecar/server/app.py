@@ -20,7 +20,7 @@ from cmcp_verifier.digests import b64url_decode
 from cmcp_verifier.errors import InputError
 
 from ..gateway import Gateway
-from ..mcp.jsonrpc import INVALID_REQUEST, dumps, error_message
+from ..mcp.proxy import http_refusal
 from .security import host_allowed, origin_allowed, principal_for
 
 log = logging.getLogger(__name__)
@@ -28,33 +28,38 @@ log = logging.getLogger(__name__)
 GATEWAY_KEY: Final = web.AppKey("gateway", Gateway)
 PRINCIPAL: Final = web.RequestKey("principal", str)
 _OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics", "/attestation"})
-_JSON: Final = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = dumps(error_message(None, INVALID_REQUEST, message))
-    return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
-
-
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host/Origin validation and bearer authentication for everything but probes."""
+    """Host/Origin validation and bearer authentication for everything but probes.
+
+    Refusals are reported to the seam (audited) like every other refused request.
+    """
     if request.path in _OPEN_PATHS:
         return await handler(request)
     gw = request.app[GATEWAY_KEY]
+    refused = None
+    principal = None
     if not host_allowed(request.headers.get("Host"), gw.allowed_hosts):
-        return _problem(403, "Forbidden: Host not allowed")
-    if not origin_allowed(request.headers.get("Origin"), gw.allowed_origins):
-        return _problem(403, "Forbidden: Origin not allowed")
-    principal = principal_for(request.headers.get("Authorization"), gw.tokens, gw.principal)
-    if principal is None:
-        return _problem(
-            401,
-            "Unauthorized: a valid bearer token is required",
-            {"WWW-Authenticate": 'Bearer realm="cmcp"'},
-        )
+        refused = http_refusal(403, "Forbidden: Host not allowed", "http.forbidden_host")
+    elif not origin_allowed(request.headers.get("Origin"), gw.allowed_origins):
+        refused = http_refusal(403, "Forbidden: Origin not allowed", "http.forbidden_origin")
+    else:
+        principal = principal_for(request.headers.get("Authorization"), gw.tokens, gw.principal)
+        if principal is None:
+            refused = http_refusal(
+                401,
+                "Unauthorized: a valid bearer token is required",
+                "http.unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="cmcp"'},
+            )
+    if refused is not None:
+        await gw.proxy.reject(refused, None)
+        return refused.response
+    assert principal is not None
     request[PRINCIPAL] = principal
     return await handler(request)
 
