@@ -30,3 +30,12 @@ test:  ## everything CI runs: dependencies, lint, type checks, all tests
 .PHONY: fuzz
 fuzz:  ## fuzz campaigns: 100 000 inputs per parser (CMCP_FUZZ_EXAMPLES to change)
 	@V=$(VENV); CMCP_FUZZ_EXAMPLES=$${CMCP_FUZZ_EXAMPLES:-100000} $$V/bin/python -m pytest -q -p no:timeout tests/fuzz
+
+# -- gateway (issue 9) ------------------------------------------------------------------------
+.PHONY: demo
+demo:  ## dev-mode gateway in front of a real MCP server: allowed/denied/redacted calls, a verified claim
+	@V=$(VENV); $$V/bin/python -m tests.demo.run_demo
+
+.PHONY: bench
+bench:  ## benchmark reports (tests/bench/*.py; numbers go to docs/benchmarks.md)
+	@V=$(VENV); for b in tests/bench/bench_*.py; do echo "== $$b"; $$V/bin/python $$b || exit 1; done
