@@ -116,8 +116,8 @@ def strict_loads(data: bytes, *, max_bytes: int, what: str = "JSON-RPC message")
         and _UNUSUAL.search(data) is None
         and data.count(b"{") + data.count(b"[") <= _MAX_FAST_BRACKETS
     ):
-        try:
-            return json.loads(data, object_pairs_hook=_unique_pairs)
+        try:  # decoding first: the C decoder would also accept UTF-16/32 and a BOM
+            return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_pairs)
         except (ValueError, RecursionError):
             pass  # let the strict parser say exactly what is wrong
     return parse_json(data, allow_floats=True, max_bytes=max_bytes, what=what)
@@ -147,7 +147,8 @@ def validate_message(value: Any) -> Message:
     extra = set(value) - _ENVELOPE_KEYS
     if extra:
         raise ProtocolError(INVALID_REQUEST, f"unknown member {sorted(extra)[0]!r}", echo_id)
-    if "id" in value and not _valid_id(request_id):
+    null_error = request_id is None and "error" in value and "method" not in value
+    if "id" in value and not _valid_id(request_id) and not null_error:
         raise ProtocolError(INVALID_REQUEST, "id must be a string or an integer")
     if "method" in value:
         _check_call(value, echo_id)
