@@ -246,14 +246,11 @@ def pin_document(upstream: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from .logs import setup_logging
-    from .runtime import build_gateway
+    from .runtime import run
 
     loaded = load_config(args.config)
     setup_logging(loaded.log_format, loaded.log_level)
-    server = build_gateway(loaded)
-    from .server.app import serve_forever
-
-    asyncio.run(serve_forever(server))
+    asyncio.run(run(loaded))
     return EXIT_OK
 
 

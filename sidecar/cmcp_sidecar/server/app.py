@@ -7,12 +7,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -218,23 +215,4 @@ class Server:
         await self.gateway.stop()
 
 
-async def serve_forever(server: Server) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP re-reads upstream credentials."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.gateway.reload_credentials)
-    await server.start()
-    log.info("gateway listening", extra={"url": server.url})
-    try:
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await server.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-
-
-__all__: list[Any] = ["GATEWAY_KEY", "Server", "create_app", "serve_forever"]
+__all__ = ["GATEWAY_KEY", "Server", "create_app"]
