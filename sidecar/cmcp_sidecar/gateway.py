@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from cmcp_verifier.errors import CmcpError, ConfigError
@@ -42,6 +43,10 @@ class Services(Protocol):
 
     async def claim(self, claim_session: str) -> dict[str, Any] | None:
         """The latest claim of a claim session, or None when there is none."""
+        ...
+
+    async def close(self, claim_session: str) -> dict[str, Any] | None:
+        """End a claim session; its final claim, or None when it is unknown."""
         ...
 
     async def audit_export(self, claim_session: str | None) -> bytes:
@@ -105,12 +110,15 @@ class Gateway:
         self.allowed_hosts = loaded.allowed_hosts()
         self.allowed_origins = tuple(config.allowed_origins) or LOOPBACK_ORIGINS
         self._sweeper: asyncio.Task[None] | None = None
+        self.on_started: list[Callable[[], Awaitable[None]]] = []  # after the upstreams started
 
     async def start(self) -> None:
         for up in self.upstreams:
             await up.start()
         if len(self.upstreams) > 1:
             await self.check_collisions()
+        for started in self.on_started:
+            await started()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def check_collisions(self) -> None:

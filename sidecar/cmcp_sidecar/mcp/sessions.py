@@ -167,12 +167,18 @@ class _Window:
 
 
 class ClaimWindows:
-    """Claim sessions of the stateless era: per principal, one per ``interval`` seconds."""
+    """Claim sessions of the stateless era: per principal, one per ``interval`` seconds.
+
+    With an ``id_source`` (the claims issuer, which derives and ends these sessions itself)
+    the ids come from it and no windows are kept here; otherwise the windows are the
+    gateway's own and end through ``on_end``.
+    """
 
     def __init__(
         self, *, interval: float, on_end: OnEnd, clock: Callable[[], float] = time.monotonic
     ):
         self.interval = interval
+        self.id_source: Callable[[str], str] | None = None
         self._on_end = on_end
         self._clock = clock
         self._windows: dict[str, _Window] = {}
@@ -180,6 +186,10 @@ class ClaimWindows:
 
     def current(self, principal: str, protocol_version: str) -> CallContext:
         """The claim-session context for a stateless request of ``principal`` now."""
+        if self.id_source is not None:
+            return CallContext(
+                principal, self.id_source(principal), Era.STATELESS, protocol_version
+            )
         now = self._clock()
         window = self._windows.get(principal)
         if window is not None and now - window.started >= self.interval:

@@ -138,11 +138,12 @@ async def close_session(request: web.Request) -> web.StreamResponse:
     sid = request.match_info["session_id"]
     if gw.services is None:
         return _not_configured("the claims issuer")
-    if not await gw.close_claim_session(sid):
+    ended = await gw.close_claim_session(sid)  # an MCP session of this id ends first
+    found = await gw.services.close(sid)
+    if found is None and not ended:
         return web.json_response(
-            {"error": "not_found", "message": "no open session with this id"}, status=404
+            {"error": "not_found", "message": "no session with this id"}, status=404
         )
-    found = await gw.services.claim(sid)
     return web.json_response(found or {"session_id": sid, "claim": None})
 
 
