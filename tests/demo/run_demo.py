@@ -56,6 +56,7 @@ def main() -> None:
 
 async def run(work: Path) -> None:
     sys.path.insert(0, str(REPO))
+    from cmcp_verifier.bundle import read_bundle_dir
     from tests.mcp.peers import free_port, wait_port
 
     bundle = REPO / "policies" / "demo"
@@ -108,6 +109,26 @@ async def run(work: Path) -> None:
             f"audit: {{path: ./audit/, fsync: batch}}\n"
             f"claims: {{mode: session, dir: ./claims/}}\n"
         )
+        step("checking the policy bundle: cmcp validate-bundle")
+        bundle_hash = read_bundle_dir(bundle).hash  # in real life: the hash the reviewer approved
+        checked = subprocess.run(
+            [
+                str(BIN / "cmcp"),
+                "validate-bundle",
+                "--bundle-path",
+                str(bundle),
+                "--expected-hash",
+                bundle_hash,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        print("  " + (checked.stdout or checked.stderr).strip().replace("\n", "\n  "))
+        if checked.returncode != 0:
+            fail("the demo bundle is invalid")
+
         step("validating the config: cmcp validate-config")
         checked = subprocess.run(
             [str(BIN / "cmcp"), "validate-config", "--config", str(config)],
@@ -153,6 +174,8 @@ async def run(work: Path) -> None:
                 "claim",
                 str(claim_file),
                 "--allow-software",
+                "--bundle-hash",
+                bundle_hash,
                 "--audit",
                 str(audit_file),
             ],
@@ -219,21 +242,27 @@ async def drive(url: str) -> str:
     async with http, Client(transport, mode="legacy") as c:
         tools = [t.name for t in (await c.list_tools()).tools]
         print(f"  tools/list: {len(tools)} tools visible")
-        show("echo (allowed)", await c.call_tool("echo", {"text": "hello through the gateway"}))
-        show("get_env (denied by policy)", await c.call_tool("get_env", {"name": "HOME"}))
-        show(
+        await show("echo (allowed)", c.call_tool("echo", {"text": "hello through the gateway"}))
+        await show("get_env (denied by policy)", c.call_tool("get_env", {"name": "HOME"}))
+        await show(
             "lookup_customer (SSN redacted)",
-            await c.call_tool("lookup_customer", {"customer_id": "c-42"}),
+            c.call_tool("lookup_customer", {"customer_id": "c-42"}),
         )
     if len(claim_sessions) != 1:
         fail(f"expected one claim session, saw {sorted(claim_sessions)}")
     return claim_sessions.pop()
 
 
-def show(label: str, result: Any) -> None:
+async def show(label: str, call: Any) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    try:
+        result = await call
+    except MCPError as exc:
+        print(f"  {label:34s} → JSON-RPC error {exc.error.code}: {exc.error.message}")
+        return
     text = " ".join(getattr(block, "text", "") for block in result.content)[:160]
-    flag = "error" if result.is_error else "ok"
-    print(f"  {label:34s} → {flag}: {text}")
+    print(f"  {label:34s} → {'error' if result.is_error else 'ok'}: {text}")
 
 
 async def fetch_claim(base: str, session_id: str, work: Path) -> tuple[Path, Path]:
