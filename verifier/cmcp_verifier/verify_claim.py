@@ -6,6 +6,7 @@ Use :func:`verify_claim` with the claim's bytes and a :class:`ClaimPolicy`; the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 from dataclasses import dataclass, field
@@ -256,7 +257,10 @@ def _check_evidence(
         report.fail("attestation.evidence", "attestation.evidence must be an object")
         return
     try:
-        sub: EvidenceReport = kinds[kind].verify_embedded(att["evidence"], policy.evidence)
+        # The claim verifier checks the nonce (inside the binding) and the measurement pin
+        # itself; the evidence type must not compare raw report data with the raw nonce.
+        ev_policy = dataclasses.replace(policy.evidence, nonce=None, expected_measurement=None)
+        sub: EvidenceReport = kinds[kind].verify_embedded(att["evidence"], ev_policy)
     except CmcpError as exc:
         report.fail(f"{kind}.evidence", exc.message)
         return
