@@ -58,4 +58,4 @@ demo:  ## dev-mode gateway in front of a real MCP server: allowed/denied/redacte
 
 .PHONY: bench
 bench:  ## benchmark reports (tests/bench/*.py; numbers go to docs/benchmarks.md)
-	@V=$(VENV); for b in tests/bench/bench_*.py; do echo "== $$b"; $$V/bin/python $$b || exit 1; done
+	@V=$(VENV); for b in tests/bench/bench_*.py; do m=$${b%.py}; echo "== $$m"; $$V/bin/python -m $${m//\//.} || exit 1; done

@@ -113,26 +113,52 @@ async def bare_hop(port: int, target: str) -> None:
     await _serve(app, port)
 
 
-async def gateway(port: int, target: str, enforce: bool) -> None:
+async def gateway(port: int, target: str, enforce: bool, audit_dir: str | None) -> None:
     from cmcp_sidecar.config import LoadedConfig, parse_config
     from cmcp_sidecar.gateway import Gateway
     from cmcp_sidecar.mcp.intercept import PassThrough
     from cmcp_sidecar.server.app import Server
 
-    data = {
+    data: dict[str, Any] = {
         "listen_addr": f"127.0.0.1:{port}",
         "upstreams": [{"name": "bench", "url": target}],
         "catalog_path": None,
     }
-    loaded = LoadedConfig(parse_config(data), REPO, env={})
-    if enforce:
-        from tests.bench.enforced import build_enforced  # the enforcement wiring, when present
-
-        server = await build_enforced(loaded, port)
-    else:
+    if not enforce:
+        loaded = LoadedConfig(parse_config(data), REPO, env={})
         server = Server(Gateway(loaded, interceptor=PassThrough()), "127.0.0.1", port)
-    await server.start()
-    await asyncio.Event().wait()
+        await server.start()
+        await asyncio.Event().wait()
+    # The enforcement implementation: the demo bundle (allow-all decides echo), a catalog
+    # pinned from the upstream, the audit log durable on disk (or on --audit-dir), claims.
+    import tempfile
+
+    from cmcp_sidecar.enforce import Enforcement
+
+    from cmcp_sidecar.attest import select_provider
+    from cmcp_sidecar.cli import pin_document
+    from cmcp_sidecar.config import UpstreamConfig
+    from cmcp_sidecar.mcp.client import ControlClient
+    from cmcp_sidecar.mcp.upstream import Upstream
+
+    work = Path(tempfile.mkdtemp(prefix="cmcp-bench-", dir=audit_dir))
+    up = Upstream(0, UpstreamConfig(name="bench", url=target), {}, max_response_bytes=1 << 24)
+    await up.start()
+    async with ControlClient(up) as client:
+        tools = await client.list_all("tools/list", "tools")
+    await up.close()
+    (work / "catalog.json").write_text(json.dumps(pin_document("bench", tools)))
+    data.update(
+        policy_bundle_path=str(REPO / "policies" / "demo"),
+        catalog_path="catalog.json",
+        audit={"path": "audit", "fsync": "batch"},
+        claims={"dir": "claims"},
+    )
+    loaded = LoadedConfig(parse_config(data), work, env={"CMCP_DEV_MODE": "1"})
+    async with Enforcement.open(loaded, await select_provider("auto", True)) as enforcement:
+        server = Server(enforcement.gateway(), "127.0.0.1", port)
+        await server.start()
+        await asyncio.Event().wait()
 
 
 async def _serve(app: web.Application, port: int) -> None:
@@ -231,7 +257,12 @@ async def run(args: argparse.Namespace) -> None:
         procs.append(start("hop", hop_port, "--target", upstream))
         procs.append(
             start(
-                "gateway", gw_port, "--target", upstream, *(["--enforce"] if args.enforce else [])
+                "gateway",
+                gw_port,
+                "--target",
+                upstream,
+                *(["--enforce"] if args.enforce else []),
+                *(["--audit-dir", args.audit_dir] if args.audit_dir else []),
             )
         )
         targets = {
@@ -303,14 +334,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--upstream", choices=("sdk", "fast"), default="fast")
-    parser.add_argument("--enforce", action="store_true")
+    parser.add_argument(
+        "--enforce", action="store_true", help="policy + audit + claims behind the seam"
+    )
+    parser.add_argument(
+        "--audit-dir", help="where the enforced gateway keeps its audit log (default: /tmp)"
+    )
     args = parser.parse_args()
     if args.role == "upstream-fast":
         asyncio.run(fast_upstream(args.port))
     elif args.role == "hop":
         asyncio.run(bare_hop(args.port, args.target))
     elif args.role == "gateway":
-        asyncio.run(gateway(args.port, args.target, args.enforce))
+        asyncio.run(gateway(args.port, args.target, args.enforce, args.audit_dir))
     else:
         asyncio.run(run(args))
 
