@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,20 @@ def fail(text: str) -> None:
     raise SystemExit(1)
 
 
+def cli(tool: str, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's commands, printing its output indented."""
+    done = subprocess.run(
+        [str(BIN / tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    if show:
+        print("  " + (done.stdout + done.stderr).strip().replace("\n", "\n  "))
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
@@ -57,37 +72,19 @@ def main() -> None:
 async def run(work: Path) -> None:
     sys.path.insert(0, str(REPO))
     from cmcp_verifier.bundle import read_bundle_dir
-    from tests.mcp.peers import free_port, wait_port
+    from tests.mcp.peers import free_port, sdk_server
 
     bundle = REPO / "policies" / "demo"
     if not (bundle / "manifest.json").is_file():
         fail(f"the example bundle {bundle} is missing (it ships with the policy engine)")
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    stack = contextlib.ExitStack()
     try:
         step("starting a real MCP server (Python SDK) on loopback")
-        server_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.servers.sdk_server", "--port", str(server_port)],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_port(server_port, procs[-1])
-        upstream = f"http://127.0.0.1:{server_port}/mcp"
+        upstream = stack.enter_context(sdk_server())
         print(f"  {upstream}")
 
         step("pinning its tool catalog: cmcp catalog pin")
-        pinned = subprocess.run(
-            [str(BIN / "cmcp"), "catalog", "pin", "--upstream", upstream, "--name", "demo"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        pinned = cli("cmcp", "catalog", "pin", "--upstream", upstream, "--name", "demo", show=False)
         if pinned.returncode != 0:
             fail(pinned.stderr.strip())
         catalog = json.loads(pinned.stdout)
@@ -111,55 +108,36 @@ async def run(work: Path) -> None:
         )
         step("checking the policy bundle: cmcp validate-bundle")
         bundle_hash = read_bundle_dir(bundle).hash  # in real life: the hash the reviewer approved
-        checked = subprocess.run(
-            [
-                str(BIN / "cmcp"),
-                "validate-bundle",
-                "--bundle-path",
-                str(bundle),
-                "--expected-hash",
-                bundle_hash,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
+        checked = cli(
+            "cmcp", "validate-bundle", "--bundle-path", str(bundle), "--expected-hash", bundle_hash
         )
-        print("  " + (checked.stdout or checked.stderr).strip().replace("\n", "\n  "))
         if checked.returncode != 0:
             fail("the demo bundle is invalid")
 
         step("validating the config: cmcp validate-config")
-        checked = subprocess.run(
-            [str(BIN / "cmcp"), "validate-config", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        print("  " + (checked.stdout or checked.stderr).strip().replace("\n", "\n  "))
+        checked = cli("cmcp", "validate-config", "--config", str(config))
         if checked.returncode != 0:
             fail("the generated config is invalid")
 
         step("starting the gateway in dev mode: CMCP_DEV_MODE=1 cmcp start")
         gw_env = {
-            **env,
+            **os.environ,
+            "PYTHONPATH": str(REPO),
             "CMCP_DEV_MODE": "1",
             "CMCP_BEARER_TOKEN": TOKEN,
             "CMCP_LOG_FORMAT": "text",
         }
-        log_file = (work / "gateway.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "cmcp"), "start", "--config", str(config)],
-                cwd=work,
-                env=gw_env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        log_file = stack.enter_context((work / "gateway.log").open("wb"))
+        gateway = subprocess.Popen(
+            [str(BIN / "cmcp"), "start", "--config", str(config)],
+            cwd=work,
+            env=gw_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
+        stack.callback(stop, gateway)
         base = f"http://127.0.0.1:{gw_port}"
-        await wait_ready(base, procs[-1], work / "gateway.log")
+        await wait_ready(base, gateway, work / "gateway.log")
 
         step("calling tools through the gateway with the official MCP Python SDK client")
         session_id = await drive(f"{base}/mcp")
@@ -168,34 +146,30 @@ async def run(work: Path) -> None:
         claim_file, audit_file = await fetch_claim(base, session_id, work)
 
         step("verifying the claim offline: cmcp-verify claim --allow-software")
-        verify = subprocess.run(
-            [
-                str(BIN / "cmcp-verify"),
-                "claim",
-                str(claim_file),
-                "--allow-software",
-                "--bundle-hash",
-                bundle_hash,
-                "--audit",
-                str(audit_file),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
+        verify = cli(
+            "cmcp-verify",
+            "claim",
+            str(claim_file),
+            "--allow-software",
+            "--bundle-hash",
+            bundle_hash,
+            "--audit",
+            str(audit_file),
         )
-        print("  " + (verify.stdout + verify.stderr).strip().replace("\n", "\n  "))
         if verify.returncode != 0:
             fail("the claim did not verify")
         print("\n\033[32mdemo complete: every call was decided, audited and covered by a")
         print("verified claim\033[0m")
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stack.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()  # SIGTERM: the gateway shuts down gracefully
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -52,13 +52,14 @@ def wait_port(
 
 
 @contextlib.contextmanager
-def sdk_server(*flags: str) -> Iterator[str]:
-    """Start tests/servers/sdk_server.py; yield its /mcp URL."""
-    port = free_port()
+def peer(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a peer process listening on loopback ``port``; yield its /mcp URL, stop it after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.sdk_server", "--port", str(port), *flags],
+        cmd,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, proc)
@@ -70,6 +71,14 @@ def sdk_server(*flags: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def sdk_server(*flags: str) -> contextlib.AbstractContextManager[str]:
+    """tests/servers/sdk_server.py on a free port; its /mcp URL."""
+    port = free_port()
+    return peer(
+        [sys.executable, "-m", "tests.servers.sdk_server", "--port", str(port), *flags], port
+    )
 
 
 @contextlib.asynccontextmanager
@@ -194,28 +203,10 @@ def node_peers() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-@contextlib.contextmanager
-def server_everything() -> Iterator[str]:
+def server_everything() -> contextlib.AbstractContextManager[str]:
     """@modelcontextprotocol/server-everything in streamableHttp mode on a loopback port."""
-    peers = node_peers()
+    entry = node_peers() / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist"
     port = free_port()
-    entry = (
-        peers / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-    )
     preload = REPO / "tests" / "tools" / "loopback.mjs"
-    proc = subprocess.Popen(
-        ["node", "--import", str(preload), str(entry), "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    cmd = ["node", "--import", str(preload), str(entry / "index.js"), "streamableHttp"]
+    return peer(cmd, port, {"PORT": str(port)})

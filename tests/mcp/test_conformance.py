@@ -13,14 +13,13 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .peers import REPO, free_port, node_peers, running_gateway, wait_port
+from .peers import free_port, node_peers, peer, running_gateway
 
 pytestmark = pytest.mark.node
 Results = dict[str, list[tuple[str, str]]]
@@ -76,19 +75,10 @@ def table(direct: Results, gateway: Results) -> str:
 @pytest.fixture(scope="module")
 def reference() -> Any:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.conformance_server", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with peer(
+        [sys.executable, "-m", "tests.servers.conformance_server", "--port", str(port)], port
+    ) as url:
+        yield url
 
 
 async def test_conformance_results_do_not_differ(reference: str, tmp_path: Path) -> None:
