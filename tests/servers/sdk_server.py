@@ -179,6 +179,10 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
         content = reply.content
         return content.text if isinstance(content, TextContent) else "non-text"
 
+    @mcp.tool(description="The value of one request header as the server received it")
+    async def header(name: str, ctx: Context) -> str:
+        return (ctx.headers or {}).get(name.lower(), "")
+
     @mcp.tool(description="Log a message to the client")
     async def shout(text: str, ctx: Context) -> str:
         await ctx.info(text)
