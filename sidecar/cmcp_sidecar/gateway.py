@@ -163,12 +163,6 @@ class Gateway:
             return True
         return await self.windows.end(claim_session, "closed")
 
-    def known_claim_session(self, claim_session: str) -> bool:
-        return (
-            self.sessions.find(claim_session) is not None
-            or self.windows.find(claim_session) is not None
-        )
-
     async def _ended(self, end: SessionEnd) -> None:
         self.metrics.sessions.set(len(self.sessions))
         await self.interceptor.session_ended(end)

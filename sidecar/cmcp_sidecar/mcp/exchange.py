@@ -293,10 +293,11 @@ class Translator:
     async def _response(self, raw: dict[str, Any], data: bytes) -> bytes | None:
         rid = raw.get("id")
         if self.own is not None and rid == self.own[0]:
-            self.done = True
             if self.session is not None and rid is not None:
                 self.session.pending.pop(rid, None)
-            return await finish(self.hub, self.own[1], rid, raw, data)
+            delivered = await finish(self.hub, self.own[1], rid, raw, data)
+            self.done = True  # only now: a fault inside finish() is still this stream's to report
+            return delivered
         pending = (
             self.session.pending.get(rid) if self.session is not None and rid is not None else None
         )
@@ -308,7 +309,11 @@ class Translator:
         assert self.session is not None and rid is not None
         self.session.pending.pop(rid, None)
         self.done = True  # a resumed request stream ends with its response
-        return await finish(self.hub, pending, rid, raw, data)
+        try:
+            return await finish(self.hub, pending, rid, raw, data)
+        except UpstreamFault as exc:
+            error, _ = await fail(self.hub, pending, Fault(exc.code, exc.message))
+            return dumps(error_message(rid, error["code"], error["message"], error["data"]))
 
     async def _server_request(self, raw: dict[str, Any]) -> bytes | None:
         if self.session is None:
@@ -398,7 +403,12 @@ async def relay_streams(
                 remaining -= 1
                 continue
             up, event = item
-            data = await translators[up.name].translate(event)
+            try:
+                data = await translators[up.name].translate(event)
+            except UpstreamFault as exc:  # one bad event: skipped, counted, the stream goes on
+                hub.metrics.upstream_errors.labels(up.name, exc.code).inc()
+                log.warning("skipped an event from upstream %s: %s", up.name, exc.message)
+                continue
             if data is None:
                 continue
             event_id = None

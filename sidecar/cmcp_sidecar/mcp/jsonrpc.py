@@ -54,9 +54,6 @@ class ProtocolError(Exception):
         self.request_id = request_id
         self.reason = reason  # a stable code for the audit (jsonrpc.batch, route.unknown …)
 
-    def to_message(self) -> dict[str, Any]:
-        return error_message(self.request_id, self.code, self.message)
-
 
 @dataclass(slots=True)
 class Message:
@@ -208,10 +205,6 @@ def error_message(
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-
-def result_message(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
 def dumps(message: dict[str, Any]) -> bytes:

@@ -168,9 +168,6 @@ class Upstream:
                 self._era = await self._discover()
         return self._era
 
-    def forget_era(self) -> None:
-        self._era = None
-
     async def _discover(self) -> EraInfo:
         version = MODERN_VERSIONS[-1]
         message = {
