@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import anyio
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -103,3 +104,22 @@ async def test_discover_is_merged(two_servers: tuple[str, str]) -> None:
     async with running_gateway(ups(a, b)) as gw, Client(transport(gw.url), mode="auto") as c:
         assert c.protocol_version == "2026-07-28"
         assert c.server_capabilities.tools is not None and c.server_capabilities.prompts is not None
+
+
+async def test_listen_merges_the_upstreams_streams(two_servers: tuple[str, str]) -> None:
+    """subscriptions/listen over two upstreams: one acknowledgement, events from both."""
+    a, b = two_servers
+    async with (
+        running_gateway(ups(a, b)) as gw,
+        Client(transport(gw.url), mode="2026-07-28") as c,
+        c.listen(tools_list_changed=True, resource_subscriptions=["res://item/1"]) as sub,
+    ):
+        assert sub.honored is not None and sub.honored.tools_list_changed
+        await c.call_tool("b.touch", {"uri": "res://item/1"})
+        await c.call_tool("touch", {"uri": "res://item/1"})
+        kinds: list[str] = []
+        with anyio.fail_after(10):
+            async for event in sub:
+                kinds.append(type(event).__name__)
+                if kinds.count("ResourceUpdated") >= 1 and "ToolsListChanged" in kinds:
+                    break
