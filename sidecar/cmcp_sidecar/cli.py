@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 
 from cmcp_verifier.bundle import read_bundle_dir
 from cmcp_verifier.catalog import load_catalog
+from cmcp_verifier.cedar_bundle import load_bundle
 from cmcp_verifier.errors import CmcpError, ConfigError, InputError
 
 from . import __version__
 from .config import LoadedConfig, UpstreamConfig, load_config, parse_header_lines
+from .policy.catalog_guard import pin_catalog
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -155,8 +157,6 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_bundle(args: argparse.Namespace) -> int:
-    from cmcp_verifier.cedar_bundle import load_bundle  # type: ignore[import-not-found,unused-ignore]
-
     bundle = load_bundle(Path(args.bundle_path))
     mismatch: CmcpError | None = None
     try:
@@ -225,20 +225,7 @@ async def _pin(config: UpstreamConfig, headers: dict[str, str]) -> dict[str, Any
         ) from None
     finally:
         await upstream.close()
-    return pin_document(config.name, tools)
-
-
-def pin_document(upstream: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The catalog document approving ``tools`` of ``upstream`` with their definition hashes."""
-    try:
-        from cmcp_sidecar.policy.catalog_guard import pin_catalog  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - before the policy package is present
-        from cmcp_verifier.catalog import CatalogEntry, catalog_document, tool_definition_hash
-
-        entries = [CatalogEntry(upstream, t["name"], tool_definition_hash(t)) for t in tools]
-        return catalog_document(entries)
-    document: dict[str, Any] = pin_catalog({upstream: tools})
-    return document
+    return pin_catalog({config.name: tools})
 
 
 # -- start -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ async def run(loaded: LoadedConfig) -> None:
         c.provider, loaded.dev_mode, options={"tpm": {"tcti": loaded.tpm_tcti}}
     )
     try:
-        from . import enforce  # type: ignore[attr-defined,unused-ignore]
+        from . import enforce
     except ImportError:
         await provider.aclose()
         raise CmcpError(

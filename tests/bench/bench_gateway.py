@@ -133,13 +133,12 @@ async def gateway(port: int, target: str, enforce: bool, audit_dir: str | None) 
     # pinned from the upstream, the audit log durable on disk (or on --audit-dir), claims.
     import tempfile
 
-    from cmcp_sidecar.enforce import Enforcement
-
     from cmcp_sidecar.attest import select_provider
-    from cmcp_sidecar.cli import pin_document
     from cmcp_sidecar.config import UpstreamConfig
+    from cmcp_sidecar.enforce import Enforcement
     from cmcp_sidecar.mcp.client import ControlClient
     from cmcp_sidecar.mcp.upstream import Upstream
+    from cmcp_sidecar.policy.catalog_guard import pin_catalog
 
     work = Path(tempfile.mkdtemp(prefix="cmcp-bench-", dir=audit_dir))
     up = Upstream(0, UpstreamConfig(name="bench", url=target), {}, max_response_bytes=1 << 24)
@@ -147,7 +146,7 @@ async def gateway(port: int, target: str, enforce: bool, audit_dir: str | None) 
     async with ControlClient(up) as client:
         tools = await client.list_all("tools/list", "tools")
     await up.close()
-    (work / "catalog.json").write_text(json.dumps(pin_document("bench", tools)))
+    (work / "catalog.json").write_text(json.dumps(pin_catalog({"bench": tools})))
     data.update(
         policy_bundle_path=str(REPO / "policies" / "demo"),
         catalog_path="catalog.json",

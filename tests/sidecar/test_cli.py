@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cmcp_sidecar.cli import main
+from cmcp_verifier.bundle import read_bundle_dir
 from cmcp_verifier.catalog import parse_catalog, tool_definition_hash
 from tests.mcp.peers import REPO, sdk_server
 
@@ -118,3 +119,44 @@ def test_start_refuses_without_dev_mode_or_hardware(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error[attestation.no_provider]: ")
     assert "found no TEE hardware" in proc.stderr and "CMCP_DEV_MODE=1" in proc.stderr
+
+
+def test_validate_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = REPO / "policies" / "demo"
+    good = read_bundle_dir(bundle).hash
+    code, out, _ = run(
+        capsys, "validate-bundle", "--bundle-path", str(bundle), "--expected-hash", good
+    )
+    assert code == 0 and good in out and "OK" in out
+    code, out, _ = run(
+        capsys,
+        "validate-bundle",
+        "--bundle-path",
+        str(bundle),
+        "--expected-hash",
+        good,
+        "-o",
+        "json",
+    )
+    assert code == 0 and json.loads(out)["hash"] == good and json.loads(out)["hash_matches"]
+    code, out, err = run(
+        capsys,
+        "validate-bundle",
+        "--bundle-path",
+        str(bundle),
+        "--expected-hash",
+        "sha256:" + "0" * 64,
+    )
+    assert code == 1 and good in out and err.startswith("error[bundle.hash_mismatch]")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in bundle.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "policies.cedar").write_text(
+        "permit(principal, action, resource);\n"
+        'forbid(principal, action == Action::"call_tool", resource == Tol::"x");\n'
+    )
+    code, _, err = run(
+        capsys, "validate-bundle", "--bundle-path", str(broken), "--expected-hash", good
+    )
+    assert code == 1 and err.startswith("error[bundle.") and "policies.cedar:2:" in err
