@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -53,14 +54,21 @@ async def pin(url: str, labels: dict[str, list[str]], drop: tuple[str, ...] = ()
 
 @contextlib.asynccontextmanager
 async def enforced(
-    url: str, tmp_path: Path, *, mode: str = "enforcing", drop: tuple[str, ...] = (), **extra: Any
+    url: str,
+    tmp_path: Path,
+    *,
+    mode: str = "enforcing",
+    drop: tuple[str, ...] = (),
+    bundle: Path = BUNDLE,
+    labels: dict[str, list[str]] | None = None,
+    **extra: Any,
 ) -> AsyncIterator[tuple[Server, Enforcement]]:
-    catalog = await pin(url, {"lookup_customer": ["pii"]}, drop)
+    catalog = await pin(url, labels if labels is not None else {"lookup_customer": ["pii"]}, drop)
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     data: dict[str, Any] = {
         "listen_addr": "127.0.0.1:0",
         "upstreams": [{"name": "demo", "url": url}],
-        "policy_bundle_path": str(BUNDLE),
+        "policy_bundle_path": str(bundle),
         "catalog_path": "catalog.json",
         "attestation": {"enforcement_mode": mode},
         "identity": {"principal": "test/agent"},
@@ -187,3 +195,41 @@ async def test_refusals_are_audited_and_operational_endpoints(
     faults = [e for e in audit_entries(tmp_path) if e.get("kind") == "fault"]
     assert [f["error"] for f in faults] == ["jsonrpc.batch"]
     assert "cmcp_audit_entries_total" in text and "cmcp_claims_issued_total" in text
+
+
+async def test_flow_rule_across_a_session(server_url: str, tmp_path: Path) -> None:
+    """policies/mnpi-flow: after an mnpi result, a communication tool is denied (same session)."""
+    labels = {"lookup_customer": ["mnpi"], "send_email": ["communication"]}
+    bundle = REPO / "policies" / "mnpi-flow"
+    async with (
+        enforced(server_url, tmp_path, bundle=bundle, labels=labels) as (server, _),
+        Client(transport(server.url), mode="legacy") as c,
+    ):
+        assert not (await c.call_tool("send_email", {"to": "a@b.c", "body": "before"})).is_error
+        await c.call_tool("lookup_customer", {"customer_id": "c-9"})
+        with pytest.raises(MCPError) as denied:
+            await c.call_tool("send_email", {"to": "a@b.c", "body": "after"})
+        assert denied.value.error.data["policies"] == ["no-mnpi-to-communication"]
+
+
+async def test_rug_pull_hides_and_denies_the_changed_tool(tmp_path: Path) -> None:
+    """A definition that changes after pinning is withheld and refused once the upstream
+    announces the change (notifications/tools/list_changed on the session's GET stream)."""
+    with sdk_server() as url:
+        async with (
+            enforced(url, tmp_path) as (server, enforcement),
+            Client(transport(server.url), mode="legacy") as c,
+        ):
+            assert (await c.call_tool("echo", {"text": "before"})).content[0].text == "before"  # type: ignore[union-attr]
+            await c.call_tool("rug_pull", {})
+            with anyio.fail_after(10):
+                while enforcement.guard.is_callable("demo", "echo"):
+                    await anyio.sleep(0.05)
+            assert "echo" not in {t.name for t in (await c.list_tools()).tools}
+            with pytest.raises(MCPError) as denied:
+                await c.call_tool("echo", {"text": "after"})
+            assert denied.value.error.data["reason"] == "catalog"
+            assert any(
+                d.name == "echo" and d.reason == "definition_changed"
+                for d in enforcement.guard.drift()
+            )
