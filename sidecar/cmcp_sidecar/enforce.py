@@ -332,161 +332,123 @@ class Enforcement:
                     bundle=self.bundle.hash,
                 )
             )
-            error = {
-                "code": GATEWAY_NOT_READY,
-                "message": "attestation is not fresh; the gateway forwards nothing",
-                "data": {"cmcp_code": "attestation.stale"},
-            }
+            error = _error(
+                GATEWAY_NOT_READY,
+                "attestation is not fresh; nothing is forwarded",
+                "attestation.stale",
+            )
             return Admission(op=op, params=None, error=error, decision="error")
-        facts = NO_TOOL_FACTS
+        facts: ToolFacts | None = NO_TOOL_FACTS
         if op.kind is OpKind.CALL_TOOL:
             assert op.upstream_name is not None
-            tool_facts = self.guard.facts(op.upstream, op.upstream_name)
-            if tool_facts is None:
-                decision = Decision.gateway_deny("catalog", self.bundle.hash)
-                return await self._refuse(
-                    op, decision, apply_mode(decision, self.mode), None, facts
-                )
-            facts = tool_facts
+            facts = self.guard.facts(op.upstream, op.upstream_name)  # None: unapproved or changed
         arguments = (
             op.params.get("arguments") if op.kind in (OpKind.CALL_TOOL, OpKind.GET_PROMPT) else None
         )
         try:
             digest = json_digest(arguments if arguments is not None else op.params)
-        except InputError:
-            decision = Decision.gateway_deny("uncanonical_arguments", self.bundle.hash)
-            return await self._refuse(op, decision, apply_mode(decision, self.mode), None, facts)
-        decision = self._decide(op, facts)
-        outcome = apply_mode(decision, self.mode)
-        if outcome.log:
-            self._log_decision(op, decision, outcome)
-        if not outcome.forward:
-            return await self._refuse(op, decision, outcome, digest, facts)
+        except InputError:  # what cannot be audited is never forwarded, whatever the mode
+            decision = Decision.gateway_deny("uncanonical_arguments")
+            return await self._refuse(
+                op, _Ticket(decision, apply_mode(decision, Mode.ENFORCING), None, NO_TOOL_FACTS)
+            )
+        if facts is None:  # not in the catalog, or its definition changed since pinning
+            ticket = self._ticket(Decision.gateway_deny("catalog"), digest)
+        else:
+            ticket = self._ticket(self._decide(op, facts), digest, facts)
+        if ticket.outcome.log:
+            self._log_decision(op, ticket)
+        if not ticket.outcome.forward:
+            return await self._refuse(op, ticket)
         params = op.params
-        if outcome.redact and decision.obligations.arguments and isinstance(arguments, dict):
-            redacted = redact_arguments(arguments, decision.obligations).value
-            params = {**op.params, "arguments": redacted}
-        label = decision.outcome if outcome.forward and not outcome.would_block else "would_block"
-        return Admission(
-            op=op, params=params, decision=label, state=_Ticket(decision, outcome, digest, facts)
-        )
+        plan = ticket.decision.obligations
+        if ticket.outcome.redact and plan.arguments and isinstance(arguments, dict):
+            params = {**op.params, "arguments": redact_arguments(arguments, plan).value}
+        label = "would_block" if ticket.outcome.would_block else ticket.decision.outcome
+        return Admission(op=op, params=params, decision=label, state=ticket)
+
+    def _ticket(
+        self, decision: Decision, digest: str | None, facts: ToolFacts = NO_TOOL_FACTS
+    ) -> _Ticket:
+        return _Ticket(decision, apply_mode(decision, self.mode), digest, facts)
 
     def _decide(self, op: Operation, facts: ToolFacts) -> Decision:
         action = _ACTIONS.get(op.kind)
+        arguments = op.params.get("arguments")
         if op.kind is OpKind.COMPLETE:
             ref = op.params.get("ref") or {}
             action = ("complete", "Prompt" if ref.get("type") == "ref/prompt" else "Resource")
+            arguments = op.params.get("argument")
         if action is None:
             if op.kind is OpKind.OTHER:  # a method the contract does not know: fail closed
                 return Decision.gateway_deny("unknown_method", self.bundle.hash)
             return Decision("allow", "not_evaluated", bundle_hash=self.bundle.hash)
-        arguments = op.params.get("arguments")
-        if op.kind is OpKind.COMPLETE:
-            arguments = op.params.get("argument")
-        request = PolicyRequest(
-            principal=op.ctx.principal,
-            action=action[0],
-            resource_type=action[1],
-            resource_id=op.name or "",
-            server=op.upstream,
-            arguments=arguments if isinstance(arguments, dict) else {},
-            tool=facts,
-            session=self._sessions.get(op.ctx.claim_session, SessionFacts()),
-            gateway=self.gateway_facts,
+        return self.engine.decide(
+            PolicyRequest(
+                principal=op.ctx.principal,
+                action=action[0],
+                resource_type=action[1],
+                resource_id=op.name or "",
+                server=op.upstream,
+                arguments=arguments if isinstance(arguments, dict) else {},
+                tool=facts,
+                session=self._sessions.get(op.ctx.claim_session, SessionFacts()),
+                gateway=self.gateway_facts,
+            )
         )
-        return self.engine.decide(request)
 
-    async def _refuse(
-        self,
-        op: Operation,
-        decision: Decision,
-        outcome: ModeOutcome,
-        digest: str | None,
-        facts: ToolFacts,
-    ) -> Admission:
+    async def _refuse(self, op: Operation, ticket: _Ticket) -> Admission:
         """Audit a request that is not forwarded, then answer it with a policy error."""
-        await self._audit(
-            op, decision, outcome, digest, facts, forwarded=False, error="policy.denied"
+        await self._audit(op, ticket, forwarded=False, error="policy.denied")
+        decision = ticket.decision
+        error = _error(
+            POLICY_DENIED,
+            f"denied by policy ({decision.reason})",
+            "policy.denied",
+            reason=decision.reason,
         )
-        data: dict[str, Any] = {"cmcp_code": "policy.denied", "reason": decision.reason}
         if decision.policy_ids:
-            data["policies"] = list(decision.policy_ids)
-        error = {
-            "code": POLICY_DENIED,
-            "message": f"denied by policy ({decision.reason})",
-            "data": data,
-        }
+            error["data"]["policies"] = list(decision.policy_ids)
         return Admission(op=op, params=None, error=error, decision="deny")
 
     async def complete(self, admission: Admission, reply: Reply) -> Reply:
         ticket: _Ticket = admission.state
-        op = admission.op
         plan = ticket.decision.obligations
         if reply.result is not None and ticket.outcome.redact and plan.result:
             reply = Reply(result=dict(redact_result(reply.result, plan).value))
-        payload = reply.result if reply.error is None else {"error": reply.error}
         try:
-            result_digest = json_digest(payload)
-        except InputError:
-            await self._audit(
-                op,
-                ticket.decision,
-                ticket.outcome,
-                ticket.arguments,
-                ticket.facts,
-                forwarded=True,
-                error="upstream.uncanonical",
-            )
+            result = json_digest(reply.result if reply.error is None else {"error": reply.error})
+        except InputError:  # what cannot be audited does not reach the agent
+            await self._audit(admission.op, ticket, forwarded=True, error="upstream.uncanonical")
             return Reply(
-                error={
-                    "code": UPSTREAM_INVALID,
-                    "message": "the upstream's reply has no canonical form",
-                    "data": {"cmcp_code": "upstream.uncanonical"},
-                }
+                error=_error(
+                    UPSTREAM_INVALID,
+                    "the upstream's reply has no canonical form",
+                    "upstream.uncanonical",
+                )
             )
-        error = "upstream.error" if reply.error is not None else None
         try:
             await self._audit(
-                op,
-                ticket.decision,
-                ticket.outcome,
-                ticket.arguments,
-                ticket.facts,
+                admission.op,
+                ticket,
                 forwarded=True,
-                result=result_digest,
-                error=error,
+                result=result,
+                error="upstream.error" if reply.error is not None else None,
             )
-        except AuditUnavailable:
+        except AuditUnavailable:  # not durable: the agent must not see the reply
             return Reply(
-                error={
-                    "code": GATEWAY_NOT_READY,
-                    "message": "the audit log is unavailable",
-                    "data": {"cmcp_code": "audit.unavailable"},
-                }
+                error=_error(GATEWAY_NOT_READY, "the audit log is unavailable", "audit.unavailable")
             )
-        if op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
-            sid = op.ctx.claim_session
+        if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
+            sid = admission.op.ctx.claim_session
             self._sessions[sid] = self._sessions.get(sid, SessionFacts()).after_result(
                 ticket.facts.labels
             )
         return reply
 
     async def fault(self, admission: Admission, fault: Fault) -> None:
-        ticket: _Ticket | None = admission.state
-        op = admission.op
-        if ticket is None:  # admitted without a ticket: nothing was decided (should not happen)
-            decision = Decision("allow", "not_evaluated", bundle_hash=self.bundle.hash)
-            ticket = _Ticket(decision, apply_mode(decision, self.mode), None, NO_TOOL_FACTS)
         with contextlib.suppress(AuditUnavailable):
-            await self._audit(
-                op,
-                ticket.decision,
-                ticket.outcome,
-                ticket.arguments,
-                ticket.facts,
-                forwarded=True,
-                error=fault.code,
-            )
+            await self._audit(admission.op, admission.state, forwarded=True, error=fault.code)
 
     async def rejected(self, rejection: Rejection) -> None:
         with contextlib.suppress(AuditUnavailable):
@@ -592,52 +554,40 @@ class Enforcement:
     async def _audit(
         self,
         op: Operation,
-        decision: Decision,
-        outcome: ModeOutcome,
-        digest: str | None,
-        facts: ToolFacts,
+        ticket: _Ticket,
         *,
         forwarded: bool,
         result: str | None = None,
         error: str | None = None,
     ) -> None:
         """One entry for one operation: a CallEntry for tools/call, an OperationEntry otherwise."""
+        decision = ticket.decision
         verdict: Verdict = "error" if decision.reason == "error" else decision.outcome
-        labels = tuple(sorted(facts.labels))
+        common: dict[str, Any] = {
+            "session": op.ctx.claim_session,
+            "principal": op.ctx.principal,
+            "decision": verdict,
+            "mode": self.mode.value,
+            "forwarded": forwarded,
+            "bundle": self.bundle.hash,
+            "policies": decision.policy_ids,
+            "result": result,
+            "error": error,
+            "labels": tuple(sorted(ticket.facts.labels)),
+        }
         entry: CallEntry | OperationEntry
         if op.kind is OpKind.CALL_TOOL:
             entry = CallEntry(
-                session=op.ctx.claim_session,
-                principal=op.ctx.principal,
-                tool=op.name or "",
-                upstream=op.upstream,
-                decision=verdict,
-                mode=self.mode.value,
-                forwarded=forwarded,
-                bundle=self.bundle.hash,
-                policies=decision.policy_ids,
-                arguments=digest,
-                result=result,
-                error=error,
-                labels=labels,
+                tool=op.name or "", upstream=op.upstream, arguments=ticket.arguments, **common
             )
         else:
             entry = OperationEntry(
                 kind=_ENTRY_KINDS.get(op.kind, "operation"),
-                session=op.ctx.claim_session,
-                principal=op.ctx.principal,
                 method=op.method,
-                decision=verdict,
-                mode=self.mode.value,
-                forwarded=forwarded,
-                bundle=self.bundle.hash,
                 target=op.name,
                 upstream=op.upstream,
-                policies=decision.policy_ids,
-                params=digest,
-                result=result,
-                error=error,
-                labels=labels,
+                params=ticket.arguments,
+                **common,
             )
         await self._append(entry)
 
@@ -646,7 +596,8 @@ class Enforcement:
         if self._gateway is not None:
             self._gateway.metrics.audit_entries.inc()
 
-    def _log_decision(self, op: Operation, decision: Decision, outcome: ModeOutcome) -> None:
+    def _log_decision(self, op: Operation, ticket: _Ticket) -> None:
+        decision = ticket.decision
         decisions_log.info(
             "%s %s %s",
             decision.outcome,
@@ -661,7 +612,7 @@ class Enforcement:
                 "session": op.ctx.claim_session,
                 "policies": ",".join(decision.policy_ids),
                 "mode": self.mode.value,
-                "would_block": outcome.would_block,
+                "would_block": ticket.outcome.would_block,
             },
         )
 
@@ -669,6 +620,11 @@ class Enforcement:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, Any]:
+    """A JSON-RPC error object of the gateway's, with its stable code in ``data``."""
+    return {"code": code, "message": message, "data": {"cmcp_code": cmcp_code, **data}}
 
 
 def empty_catalog() -> Catalog:
