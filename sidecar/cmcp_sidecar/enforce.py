@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cmcp_verifier.bundle import read_bundle_dir
 from cmcp_verifier.canonical import canonical_bytes, parse_json
 from cmcp_verifier.catalog import Catalog, catalog_document, load_catalog
 from cmcp_verifier.cedar_bundle import LoadedBundle, load_bundle
@@ -266,6 +267,7 @@ class Enforcement:
                 self.issuer.claim_session_id(mcp_session_id=None, principal=principal) or ""
             )
             gw.on_started.append(self._review_all)
+            gw.on_started.append(self._start_reloading)
             gw.metrics.registry.register(_Metrics(self))
             self._gateway = gw
         return self._gateway
@@ -280,7 +282,52 @@ class Enforcement:
                 LifecycleEntry(event="stop", details={"chain_length": self.audit.length})
             )
 
-    # -- the catalog ------------------------------------------------------------------------
+    # -- policy reload ------------------------------------------------------------------------
+
+    async def _start_reloading(self) -> None:
+        interval = self.loaded.config.policy_reload_interval_seconds
+        if interval > 0:
+            self._spawn(self._reload_loop(interval))
+
+    async def _reload_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the bundle; a changed, valid one replaces the running one (re-attested).
+
+        An invalid bundle keeps the previous one, says why (log, audit, metrics) and returns
+        False; an unchanged one returns False without doing anything.
+        """
+        path = self.loaded.path(self.loaded.config.policy_bundle_path)
+        metrics = self._gateway.metrics if self._gateway is not None else None
+        try:
+            if read_bundle_dir(path).hash == self.bundle.hash:
+                return False
+            bundle = load_bundle(path)
+            engine = PolicyEngine(bundle)
+        except CmcpError as exc:
+            log.error(
+                "policy reload rejected; keeping bundle %s: %s", self.bundle.hash, exc.message
+            )
+            await self._append(
+                LifecycleEntry(
+                    event="bundle_rejected", details={"code": exc.code, "kept": self.bundle.hash}
+                )
+            )
+            if metrics is not None:
+                metrics.policy_reloads.labels("rejected").inc()
+            return False
+        await self.attestor.update(bundle_hash=bundle.hash)  # evidence now binds the new bundle
+        self.bundle, self.engine = bundle, engine
+        await self._append(LifecycleEntry(event="bundle_loaded", details={"bundle": bundle.hash}))
+        if metrics is not None:
+            metrics.policy_reloads.labels("loaded").inc()
+        log.info("policy bundle reloaded: %s", bundle.hash)
+        return True
+
+    # -- the catalog ---------------------------------------------------------------------------
 
     async def _review_all(self) -> None:
         gw = self.gateway()

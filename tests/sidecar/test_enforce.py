@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,30 @@ async def test_rug_pull_hides_and_denies_the_changed_tool(tmp_path: Path) -> Non
                 d.name == "echo" and d.reason == "definition_changed"
                 for d in enforcement.guard.drift()
             )
+
+
+async def test_policy_reload_swaps_valid_bundles_and_keeps_the_last_good_one(
+    server_url: str, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    async with (
+        enforced(server_url, tmp_path, bundle=bundle) as (server, enforcement),
+        Client(transport(server.url), mode="2026-07-28") as c,
+    ):
+        first = enforcement.bundle.hash
+        with pytest.raises(MCPError):
+            await c.call_tool("get_env", {"name": "HOME"})
+        assert not await enforcement.reload()  # nothing changed
+        (bundle / "policies.cedar").write_text(
+            '@id("allow-all")\npermit(principal, action, resource);\n'
+        )
+        assert await enforcement.reload()
+        assert enforcement.bundle.hash != first
+        assert enforcement.attestor.current.bundle_hash == enforcement.bundle.hash  # re-attested
+        assert not (await c.call_tool("get_env", {"name": "HOME"})).is_error
+        (bundle / "policies.cedar").write_text("permit(principal, action, resource")  # broken
+        assert not await enforcement.reload()
+        assert not (await c.call_tool("get_env", {"name": "HOME"})).is_error  # the last good one
+    events = [e["event"] for e in audit_entries(tmp_path) if e.get("kind") == "lifecycle"]
+    assert events == ["start", "bundle_loaded", "bundle_rejected", "stop"]
