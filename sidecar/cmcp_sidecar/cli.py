@@ -95,8 +95,14 @@ def config_summary(loaded: LoadedConfig) -> dict[str, Any]:
     upstreams = []
     for i, up in enumerate(c.upstreams):
         headers = loaded.upstream_headers(i)  # reads (and checks) the credentials file
-        upstreams.append({"name": up.name, "url": up.url, "prefix": up.prefix,
-                          "credential_headers": sorted(headers)})  # fmt: skip
+        upstreams.append(
+            {
+                "name": up.name,
+                "url": up.url,
+                "prefix": up.prefix,
+                "credential_headers": sorted(headers),
+            }
+        )
     tokens = loaded.bearer_tokens()
     catalog = None
     if c.catalog_path is not None:
