@@ -38,7 +38,7 @@ from cmcp_verifier.canonical import canonical_bytes, parse_json
 from cmcp_verifier.catalog import Catalog, catalog_document, load_catalog
 from cmcp_verifier.cedar_bundle import LoadedBundle, load_bundle
 from cmcp_verifier.digests import sha256_digest
-from cmcp_verifier.errors import CmcpError, InputError
+from cmcp_verifier.errors import CmcpError, ConfigError, InputError
 
 from .attest import AttestationProvider, Attestor, SigningIdentity
 from .attest.selfmeasure import self_measurement
@@ -183,6 +183,12 @@ class Enforcement:
         """Load the bundle and catalog, open the audit log, attest, start claims (in order);
         close everything in reverse. Any failure means the gateway does not start."""
         config = loaded.config
+        if config.claims.sink != "file":  # never drop claims silently
+            raise ConfigError(
+                f"claims.sink: {config.claims.sink!r} is not available in this build",
+                code="config.claims_sink",
+                hint="use claims.sink: file (the Kubernetes sink comes with the operator)",
+            )
         bundle = load_bundle(loaded.path(config.policy_bundle_path))
         catalog = (
             load_catalog(loaded.path(config.catalog_path))
