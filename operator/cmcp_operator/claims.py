@@ -83,7 +83,7 @@ def read(cm: Mapping[str, Any]) -> ClaimRecord:
     if not isinstance(text, str):
         keys = sorted((cm.get("data") or {}).keys())
         return replace(base, problem=f"no {api.CLAIM_KEY} key (keys: {keys})")
-    report = verify_claim(text.encode("utf-8"), LENIENT)
+    report = verify_claim(text.encode("utf-8", "surrogatepass"), LENIENT)
     facts = report.facts
     failures = [c for c in report.checks if c.status is Status.FAIL]
     if not facts.get("session_id") or any(
