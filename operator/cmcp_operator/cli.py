@@ -3,7 +3,7 @@
 Scope: ``--all-namespaces`` (default) or ``--namespace NS`` (repeatable). With
 ``--leader-election`` (the default in a pod) only the holder of a Lease acts; a replica that
 loses the Lease exits with status 3 so it restarts as a follower. Metrics on
-``--metrics-port`` (Prometheus), liveness on ``--health-port`` (``/healthz``).
+``--metrics-port`` (Prometheus), ``/healthz`` and ``/readyz`` on ``--health-port``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from prometheus_client import start_http_server
 
 from cmcp_verifier.errors import CmcpError
 
-from .kube import Kube, load_credentials
+from .health import Health
+from .kube import Credentials, Kube, load_credentials
 from .leader import LeaseElector
 from .placement import DEFAULT_TEE_LABELS, load_tee_labels
 from .runtime import registry
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "cmcp-system"))
     p.add_argument("--lease-name", default="cmcp-operator")
+    p.add_argument("--lease-seconds", type=int, default=15, help="lease duration")
     p.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
     p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -73,6 +75,8 @@ def _configure_logging(fmt: str, level: str) -> None:
     )
     logging.getLogger().setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if level != "debug":  # one line per handled watch event otherwise
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -88,23 +92,48 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    health = Health()
+    if args.health_port:
+        await health.start(args.bind, args.health_port)
+    try:
+        return await _lead(args, settings, creds, stop, health)
+    finally:
+        health.role = "stopping"
+        await health.stop()
+
+
+async def _lead(
+    args: argparse.Namespace,
+    settings: Settings,
+    creds: Credentials,
+    stop: asyncio.Event,
+    health: Health,
+) -> int:
+    """Wait for the Lease (when electing), run kopf while it is held."""
     elect = args.leader_election
     if elect is None:
         elect = "KUBERNETES_SERVICE_HOST" in os.environ and args.kubeconfig is None
     elector = None
+    lost = asyncio.Event()
+    hold = None
     if elect:
+        health.role = "follower"
         elector = LeaseElector(
-            Kube(creds, attempts=2, timeout=5), args.lease_namespace, args.lease_name, args.identity
+            Kube(creds, attempts=2, timeout=5),
+            args.lease_namespace,
+            args.lease_name,
+            args.identity,
+            lease_seconds=args.lease_seconds,
+            renew_seconds=max(1.0, args.lease_seconds / 3),
         )
         acquired = asyncio.create_task(elector.acquire())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
+        stopped.cancel()
+        if not acquired.done():
             acquired.cancel()
+            await elector.client.close()
             return 0
-    lost = asyncio.Event()
-    hold = None
-    if elector is not None:
 
         async def keep() -> None:
             await elector.hold()
@@ -112,23 +141,27 @@ async def _run(args: argparse.Namespace) -> int:
             stop.set()
 
         hold = asyncio.create_task(keep())
-    health = f"http://{args.bind}:{args.health_port}/healthz" if args.health_port else None
+    health.role = "leader"
     try:
         await kopf.operator(
             registry=registry(settings, creds),
             clusterwide=not args.namespace,
             namespaces=args.namespace or (),
-            liveness_endpoint=health,
             stop_flag=stop,
+            ready_flag=health.kopf_ready,
             standalone=True,
         )
     finally:
         if hold is not None:
             hold.cancel()
-        if elector is not None and not lost.is_set():
-            await elector.release()
+        if elector is not None:
+            if not lost.is_set():
+                await elector.release()
             await elector.client.close()
-    return EXIT_LOST_LEASE if lost.is_set() else 0
+    if lost.is_set():
+        log.error("leadership lost; exiting so this replica restarts as a follower")
+        return EXIT_LOST_LEASE
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Wiring: kopf watches feed a work queue; the queue runs the reconcilers.
 
 kopf provides the watches (list + watch with reconnects and server-side label selectors for
-ConfigMaps), login and the liveness endpoint; its own progress storage, finalizers and
+ConfigMaps) and login; its own progress storage, finalizers and
 peering are not used (every handler here is a raw event handler, so kopf writes nothing to
 the objects). The operator's writes go through :class:`~cmcp_operator.kube.Kube`.
 """
@@ -221,11 +221,6 @@ def registry(settings: Settings, creds: Credentials) -> kopf.OperatorRegistry:
     @kopf.on.event("", "v1", "configmaps", registry=reg)
     async def configmap_event(event: Mapping[str, Any], **_: Any) -> None:
         await box["rt"].on_configmap(event)
-
-    @kopf.on.probe(id="queue", registry=reg)
-    def queue_depth(**_: Any) -> int:
-        rt: Runtime | None = box.get("rt")
-        return len(rt.ctx.queue) if rt else -1
 
     box["settings"] = settings
     return reg

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,11 +257,18 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited {self.proc.returncode}: {self.tail()}")
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1),
             ):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"operator not healthy in {timeout}s: {self.tail()}")
+
+    def health(self, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
 
     def metrics(self) -> str:
         with urllib.request.urlopen(
