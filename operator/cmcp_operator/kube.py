@@ -25,6 +25,7 @@ import aiohttp
 from cmcp_verifier.errors import CmcpError
 
 from . import metrics
+from .api import FIELD_MANAGER
 
 log = logging.getLogger("cmcp.operator.kube")
 JSON = "application/json"
@@ -193,6 +194,8 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body, separators=(",", ":"))
+        if method in ("POST", "PATCH", "PUT"):
+            query = {**(query or {}), "fieldManager": FIELD_MANAGER}
         metrics.API_REQUESTS.labels(method, _resource_of(path)).inc()
         try:
             async with self.session.request(

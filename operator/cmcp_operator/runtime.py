@@ -74,7 +74,18 @@ class Runtime:
 
     def on_gateway(self, event: Mapping[str, Any]) -> None:
         meta = event["object"]["metadata"]
-        self.ctx.queue.add(GatewayKey(meta["namespace"], meta["name"]))
+        key = GatewayKey(meta["namespace"], meta["name"])
+        state = self.ctx.gateways.get(key)
+        if (
+            event.get("type") == "MODIFIED"
+            and state is not None
+            and state.reconciled
+            and state.generation == meta.get("generation")
+            and not meta.get("deletionTimestamp")
+            and api.FINALIZER in (meta.get("finalizers") or [])
+        ):
+            return  # our own status or finalizer write: nothing the reconcile reads changed
+        self.ctx.queue.add(key)
 
     def on_bundle(self, event: Mapping[str, Any]) -> None:
         meta = event["object"]["metadata"]

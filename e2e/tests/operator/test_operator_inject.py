@@ -12,6 +12,7 @@ from opkit import (
     apply,
     bundle,
     bundle_hash,
+    condition,
     deployment,
     gateway,
     get,
@@ -340,3 +341,43 @@ def test_statefulset_injected(
     )
     gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     assert gw["status"]["injectedWorkloads"] == ["StatefulSet/db-agent"]
+
+
+def test_rendered_configmaps_deleted_behind_our_back_come_back(
+    k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
+) -> None:
+    ns = k8s_namespace
+    _setup(k8s_cluster, ns)
+    gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+    bundle_cm = get(k8s_cluster, "mcpb", "policy", ns)["status"]["configMapName"]  # type: ignore[index]
+    config_cm = gw["status"]["configMapName"]
+    k8s_cluster.kubectl("delete", "configmap", bundle_cm, config_cm, "-n", ns)
+    for name in (bundle_cm, config_cm):
+        k8s_cluster.wait_for(
+            f"{name} re-rendered", lambda name=name: get(k8s_cluster, "configmap", name, ns)
+        )
+
+
+def test_candidate_bundle_reported_not_ignored(
+    k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
+) -> None:
+    ns = k8s_namespace
+    _setup(k8s_cluster, ns)
+    before = get(k8s_cluster, "deployment", "agent", ns)
+    candidate = bundle_hash("read-only")
+    gw = get(k8s_cluster, "mcpgw", "gw", ns)
+    assert gw is not None
+    gw["spec"]["candidateBundle"] = {"name": "next", "hash": candidate}
+    apply(k8s_cluster, {k: gw[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    obj = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "CandidateBundleNotFound"
+    )
+    assert "next" in condition(obj, "CandidateBundle")["message"]
+    apply(k8s_cluster, bundle("next", ns, "read-only", expected=candidate))
+    obj = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "ShadowEvaluationUnsupported"
+    )
+    assert candidate in condition(obj, "CandidateBundle")["message"]
+    assert condition(obj, "Ready")["status"] == "True"  # the active bundle still serves
+    after = get(k8s_cluster, "deployment", "agent", ns)
+    assert after["spec"]["template"] == before["spec"]["template"]  # type: ignore[index]
