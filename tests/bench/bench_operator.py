@@ -128,6 +128,13 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _requests(op: OperatorProcess) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in op.metrics().splitlines():
@@ -195,6 +202,7 @@ def run(cluster: K8sCluster, work: Path, n_deploy: int, n_ns: int) -> dict[str, 
             time.sleep(1)
         time.sleep(5)  # let the operator digest the initial listing
         before = _requests(op)
+        cpu_before = _cpu_seconds(op.proc.pid)
         patches_before = _apiserver_patches(cluster)
         gateways = [gateway("gw", ns, "policy", digest) for ns in namespaces]
         _say("creating the McpGateways")
@@ -217,6 +225,7 @@ def run(cluster: K8sCluster, work: Path, n_deploy: int, n_ns: int) -> dict[str, 
                 ready_at = time.monotonic() - t0
                 break
             time.sleep(0.5)
+        cpu = _cpu_seconds(op.proc.pid) - cpu_before
         last_write = (_last_operator_write(cluster) - t0_wall).total_seconds()
         time.sleep(3)
         after = _requests(op)
@@ -231,6 +240,7 @@ def run(cluster: K8sCluster, work: Path, n_deploy: int, n_ns: int) -> dict[str, 
             "all_injected_s": round(injected_at, 1) if injected_at is not None else None,
             "last_operator_write_s": round(last_write, 1),
             "all_ready_s": round(ready_at, 1) if ready_at is not None else None,
+            "operator_cpu_s": round(cpu, 1),
             "rss_peak_mib": max(status["VmHWM"], rss_peak_seen),
             "rss_end_mib": status["VmRSS"],
             "api_requests": delta,
