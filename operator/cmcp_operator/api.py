@@ -6,6 +6,8 @@ annotation the operator sets is under ``cmcp.dev/``.
 
 from __future__ import annotations
 
+import hashlib
+
 GROUP = "cmcp.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -72,7 +74,5 @@ def bounded(name: str, limit: int) -> str:
     (so two long names never share a derived name)."""
     if len(name) <= limit:
         return name
-    import hashlib
-
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 9].rstrip('-.')}-{digest}"

@@ -214,13 +214,8 @@ async def _write_status(
     comparable = {k: v for k, v in status.items() if v is not None}
     if comparable == old:
         return
-    path = bundle_path(meta["namespace"], meta["name"]) + "/status"
-    try:
-        await ctx.client.merge_patch(path, {"status": status})
-    except ApiError as exc:
-        if exc.not_found:
-            return
-        raise
+    if not await ctx.client.patch_status(bundle_path(meta["namespace"], meta["name"]), status):
+        return
     await _announce(ctx, obj, old, result.conds)
     _wake_gateways(ctx, BundleKey(meta["namespace"], meta["name"]))
 
@@ -255,11 +250,10 @@ async def _deleting(ctx: Context, obj: dict[str, Any], users: list[tuple[str, st
         old = obj.get("status") or {}
         current = {c.get("type"): c.get("reason") for c in old.get("conditions") or []}
         if current.get("Ready") != "InUse":
-            status = {
-                "conditions": merge(old.get("conditions") or [], conds, meta.get("generation"))
-            }
-            path = bundle_path(meta["namespace"], meta["name"]) + "/status"
-            await ctx.client.merge_patch(path, {"status": status})
+            kept = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
+            ready = merge(old.get("conditions") or [], conds, meta.get("generation"))
+            path = bundle_path(meta["namespace"], meta["name"])
+            await ctx.client.patch_status(path, {"conditions": kept + ready})
             await ctx.events.warning(obj, "InUse", message)
             _wake_gateways(ctx, BundleKey(meta["namespace"], meta["name"]))
         raise Requeue(IN_USE_RECHECK, "bundle in use")

@@ -22,7 +22,6 @@ from cmcp_verifier.bundle import (
     is_bundle_member,
 )
 from cmcp_verifier.catalog import parse_catalog
-from cmcp_verifier.digests import sha256_digest
 from cmcp_verifier.errors import BundleError, CmcpError
 
 from . import api
@@ -165,9 +164,3 @@ def render(
 def rendered_matches(cm: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
     """True when an existing ConfigMap holds exactly the expected content."""
     return (cm.get("data") or {}) == expected["data"] and not cm.get("binaryData")
-
-
-def content_digest(cm: Mapping[str, Any]) -> str:
-    """A digest of a ConfigMap's data (for messages)."""
-    data = cm.get("data") or {}
-    return sha256_digest("\0".join(f"{k}={data[k]}" for k in sorted(data)).encode())

@@ -13,6 +13,7 @@ the claims already there. A ConfigMap that is not a readable claim is kept as an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -114,8 +115,6 @@ def read(cm: Mapping[str, Any]) -> ClaimRecord:
 
 
 def _loads(text: str) -> dict[str, Any]:
-    import json
-
     try:
         doc = json.loads(text)
     except ValueError:

@@ -257,6 +257,17 @@ class Kube:
         obj: dict[str, Any] = await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         return obj
 
+    async def patch_status(self, path: str, status: dict[str, Any]) -> bool:
+        """Merge-patch ``status`` into the object's status subresource; False when it is
+        gone (a deleted object needs no status)."""
+        try:
+            await self.merge_patch(path + "/status", {"status": status})
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
     async def delete(self, path: str, *, precondition_uid: str | None = None) -> bool:
         """Delete; False when it was already gone."""
         body = {"preconditions": {"uid": precondition_uid}} if precondition_uid else None

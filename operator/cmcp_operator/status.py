@@ -13,7 +13,6 @@ from typing import Any
 from . import api, kube, metrics
 from .claims import ClaimBook, Verdict, judge, latest_per, rfc3339
 from .conditions import Cond, merge
-from .kube import ApiError
 from .state import Context, GatewayKey, GatewayState, StatusKey
 
 log = logging.getLogger("cmcp.operator.status")
@@ -31,13 +30,9 @@ async def write(ctx: Context, claims: ClaimBook, key: StatusKey) -> None:
     status["conditions"] = merge(state.conditions, computed, state.generation)
     if status == state.status_written:
         return
-    path = kube.group(api.API_VERSION, api.GATEWAY_PLURAL, state.namespace, state.name) + "/status"
-    try:
-        await ctx.client.merge_patch(path, {"status": status})
-    except ApiError as exc:
-        if exc.not_found:
-            return
-        raise
+    path = kube.group(api.API_VERSION, api.GATEWAY_PLURAL, state.namespace, state.name)
+    if not await ctx.client.patch_status(path, status):
+        return
     state.status_written, state.conditions = status, status["conditions"]
     await _announce(ctx, state, computed)
 

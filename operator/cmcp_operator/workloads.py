@@ -18,8 +18,16 @@ from . import api, kube, metrics
 from .inject import InjectionRefused, Plan, encode_record, inject, same_template, strip
 from .kube import ApiError
 from .selectors import matches
-from .state import WORKLOAD_KINDS, Context, GatewayKey, GatewayState, Outcome, StatusKey, Workload
-from .state import WorkloadKey as WorkloadKey
+from .state import (
+    WORKLOAD_KINDS,
+    Context,
+    GatewayKey,
+    GatewayState,
+    Outcome,
+    StatusKey,
+    Workload,
+    WorkloadKey,
+)
 from .workqueue import Requeue
 
 log = logging.getLogger("cmcp.operator.workloads")

@@ -169,6 +169,22 @@ def deployment(
     }
 
 
+def serve(
+    cluster: K8sCluster, ns: str, directory: str = "allow-all-but-one", **gw_spec: Any
+) -> tuple[str, dict[str, Any]]:
+    """A pinned bundle (Ready), an agent Deployment and an McpGateway selecting it; returns
+    once the sidecar is injected: the bundle hash and the Deployment as it was before."""
+    digest = bundle_hash(directory)
+    apply(cluster, bundle("policy", ns, directory, expected=digest))
+    wait_condition(cluster, "mcpb", "policy", ns, "Ready", "True")
+    apply(cluster, deployment("agent", ns))
+    original = get(cluster, "deployment", "agent", ns)
+    assert original is not None
+    apply(cluster, gateway("gw", ns, "policy", digest, **gw_spec))
+    cluster.wait_for("sidecar injected", lambda: injected(get(cluster, "deployment", "agent", ns)))
+    return digest, original
+
+
 def injected(obj: dict[str, Any] | None) -> bool:
     spec = ((obj or {}).get("spec") or {}).get("template", {}).get("spec", {})
     return any(c.get("name") == "cmcp-gateway" for c in spec.get("initContainers") or [])

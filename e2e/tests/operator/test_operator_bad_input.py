@@ -16,6 +16,7 @@ from opkit import (
     get,
     get_list,
     injected,
+    serve,
     wait_condition,
 )
 
@@ -118,14 +119,7 @@ def test_bundle_deleted_while_in_use(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    digest = bundle_hash(ALLOW)
-    apply(
-        k8s_cluster,
-        bundle("policy", ns, ALLOW),
-        deployment("agent", ns),
-        gateway("gw", ns, "policy", digest),
-    )
-    k8s_cluster.wait_for("injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns)))
+    serve(k8s_cluster, ns)
     template = get(k8s_cluster, "deployment", "agent", ns)["spec"]["template"]  # type: ignore[index]
     k8s_cluster.kubectl("delete", "mcpb", "policy", "-n", ns, "--wait=false")
     obj = wait_condition(k8s_cluster, "mcpb", "policy", ns, "Ready", "False", "InUse")
@@ -163,20 +157,14 @@ def test_container_name_clash_refused(
     )
     after = get(k8s_cluster, "deployment", "agent", ns)
     assert after["spec"]["template"] == before["spec"]["template"]  # type: ignore[index]
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # type: ignore[index]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]  # type: ignore[index]
 
 
 def test_garbage_claim_configmap(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    digest = bundle_hash(ALLOW)
-    apply(
-        k8s_cluster,
-        bundle("policy", ns, ALLOW),
-        deployment("agent", ns),
-        gateway("gw", ns, "policy", digest),
-    )
+    serve(k8s_cluster, ns)
     wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     garbage = {
         "apiVersion": "v1",

@@ -14,13 +14,10 @@ import yaml
 from opkit import (
     OperatorProcess,
     TcpProxy,
-    apply,
-    bundle,
     bundle_hash,
     condition,
-    deployment,
-    gateway,
     get_list,
+    serve,
     wait_condition,
 )
 from tests.verifier.claimfactory import make_claim
@@ -81,13 +78,7 @@ def _claim(pod: dict[str, Any], digest: str, session: str, **kw: Any) -> bytes:
 
 
 def _setup(cluster: K8sCluster, ns: str) -> tuple[str, dict[str, Any]]:
-    digest = bundle_hash(ALLOW)
-    apply(
-        cluster,
-        bundle("policy", ns, ALLOW, expected=digest),
-        deployment("agent", ns),
-        gateway("gw", ns, "policy", digest, attestation={"allowSoftware": True}),
-    )
+    digest, _ = serve(cluster, ns, attestation={"allowSoftware": True})
     return digest, _pod(cluster, ns)
 
 

@@ -23,6 +23,7 @@ from opkit import (
     get_list,
     injected,
     paused,
+    serve,
     wait_condition,
 )
 
@@ -83,14 +84,7 @@ def test_operator_identity_has_exactly_the_shipped_permissions(
 
 def test_metrics(k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess) -> None:
     ns = k8s_namespace
-    digest = bundle_hash(ALLOW)
-    apply(
-        k8s_cluster,
-        bundle("policy", ns, ALLOW),
-        deployment("agent", ns),
-        gateway("gw", ns, "policy", digest),
-    )
-    k8s_cluster.wait_for("injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns)))
+    serve(k8s_cluster, ns)
     wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     assert running.metric("cmcp_operator_reconciles_total", kind="gateway", result="ok") >= 1
     assert running.metric("cmcp_operator_reconciles_total", kind="bundle", result="ok") >= 1

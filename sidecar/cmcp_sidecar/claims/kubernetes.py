@@ -31,7 +31,7 @@ import random
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,6 @@ class SinkStats:
     failures: int = 0
     pending: int = 0
     last_error: str = ""
-    errors: list[str] = field(default_factory=list)
 
 
 def _env(env: Mapping[str, str], key: str) -> str:
