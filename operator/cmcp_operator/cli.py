@@ -144,7 +144,7 @@ async def _lead(
     health.role = "leader"
     try:
         await kopf.operator(
-            registry=registry(settings, creds),
+            registry=registry(settings, creds, stop),
             clusterwide=not args.namespace,
             namespaces=args.namespace or (),
             stop_flag=stop,

@@ -20,7 +20,7 @@ from .kube import ApiError
 from .models import BundleRef, McpGatewaySpec
 from .plan import build_plan
 from .sidecar_config import config_map, render_config
-from .state import Context, GatewayKey, GatewayState, StatusKey
+from .state import WORKLOAD_KINDS, Context, GatewayKey, GatewayState, StatusKey
 from .workloads import plan_digest, selects
 from .workqueue import Requeue
 
@@ -62,6 +62,7 @@ async def reconcile(ctx: Context, key: GatewayKey) -> None:
         await _finalize(ctx, state, obj)
         return
     await ensure_finalizer(ctx, gateway_path(*key), obj)
+    await _list_workloads(ctx, key.namespace)
     await _plan(ctx, state, spec)
     state.reconciled = True
     for wl in list(ctx.workloads_in(key.namespace)):
@@ -76,6 +77,17 @@ async def reconcile(ctx: Context, key: GatewayKey) -> None:
     ctx.queue.add(StatusKey(*key), ctx.settings.status_delay)
 
 
+async def _list_workloads(ctx: Context, namespace: str) -> None:
+    """Cache every workload of a namespace the first time a gateway there is reconciled
+    (afterwards watch events keep the cache current)."""
+    if namespace in ctx.watched:
+        return
+    for kind, plural in WORKLOAD_KINDS.items():
+        for obj in await ctx.client.list(kube.apps(plural, namespace)):
+            ctx.remember({**obj, "kind": kind})
+    ctx.watched.add(namespace)
+
+
 def _forget(ctx: Context, key: GatewayKey) -> None:
     """The gateway is gone (deleted without our finalizer): strip its workloads."""
     ctx.gateways.pop(key, None)
@@ -85,6 +97,7 @@ def _forget(ctx: Context, key: GatewayKey) -> None:
         record = wl.record
         if record is not None and record.get("gateway") == key.name:
             ctx.queue.add(wl.key)
+    ctx.unwatch(key.namespace)
 
 
 async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None:
@@ -266,6 +279,7 @@ async def _finalize(ctx: Context, state: GatewayState, obj: dict[str, Any]) -> N
         raise Requeue(0.5, f"{len(remaining)} workloads still carry the sidecar")
     await remove_finalizer(ctx, gateway_path(state.namespace, state.name), obj)
     ctx.gateways.pop(state.key, None)
+    ctx.unwatch(state.namespace)
     log.info("McpGateway %s/%s: removed from every workload", state.namespace, state.name)
 
 

@@ -106,9 +106,12 @@ class Runtime:
                 if gw.outcomes.pop(key, None) is not None:
                     self.ctx.queue.add(StatusKey(*gw.key), self.ctx.settings.status_delay)
             return
-        wl = self.ctx.remember(obj)
-        if wl.record_text is not None or self.ctx.gateways_in(key.namespace):
-            self.ctx.queue.add(key)
+        record = (meta.get("annotations") or {}).get(api.ANN_INJECTION)
+        if not self.ctx.wants(key.namespace, record):
+            self.ctx.workloads.pop(key, None)
+            return
+        self.ctx.remember(obj)
+        self.ctx.queue.add(key)
 
     async def on_configmap(self, event: Mapping[str, Any]) -> None:
         cm = event["object"]
@@ -175,8 +178,11 @@ def build(settings: Settings, creds: Credentials) -> Runtime:
     return rt
 
 
-def registry(settings: Settings, creds: Credentials) -> kopf.OperatorRegistry:
-    """The kopf registry with every handler of the operator."""
+def registry(
+    settings: Settings, creds: Credentials, stop: asyncio.Event | None = None
+) -> kopf.OperatorRegistry:
+    """The kopf registry with every handler of the operator (``stop``: the operator's stop
+    flag, set again at cleanup)."""
     reg = kopf.OperatorRegistry()
     box: dict[str, Any] = {}
 
@@ -189,6 +195,7 @@ def registry(settings: Settings, creds: Credentials) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13)
+        settings.batching.exit_timeout = 0.5  # our handlers only enqueue: nothing to wait for
         rt = build(box["settings"], creds)
         box["rt"] = rt
         rt.ctx.queue.start()
@@ -198,10 +205,14 @@ def registry(settings: Settings, creds: Credentials) -> kopf.OperatorRegistry:
     async def cleanup(**_: Any) -> None:
         rt: Runtime | None = box.get("rt")
         if rt is None:
+            if stop is not None:
+                stop.set()
             return
         box["resync"].cancel()
         await rt.ctx.queue.stop()
         await rt.ctx.client.close()
+        if stop is not None:
+            stop.set()  # kopf stopped on its own signal: release its waiter on our flag now
 
     @kopf.on.login(registry=reg)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -7,7 +7,6 @@ every reconcile reads them and re-checks against the API server on conflicts. Lo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -184,13 +183,28 @@ class Context:
     queue: WorkQueue
     workloads: dict[WorkloadKey, Workload] = field(default_factory=dict)
     gateways: dict[GatewayKey, GatewayState] = field(default_factory=dict)
-    locks: dict[Any, asyncio.Lock] = field(default_factory=dict)
+    # Namespaces whose workloads are all cached (those with gateways); elsewhere only
+    # injected workloads are kept, so memory follows what the operator serves.
+    watched: set[str] = field(default_factory=set)
 
     def gateways_in(self, namespace: str) -> list[GatewayState]:
         return [g for k, g in self.gateways.items() if k.namespace == namespace]
 
     def workloads_in(self, namespace: str) -> Iterator[Workload]:
         return (w for k, w in self.workloads.items() if k.namespace == namespace)
+
+    def wants(self, namespace: str, record_text: str | None) -> bool:
+        """Should a workload event of this namespace be cached?"""
+        return namespace in self.watched or record_text is not None
+
+    def unwatch(self, namespace: str) -> None:
+        """The namespace's last gateway is gone: keep only injected workloads."""
+        if any(k.namespace == namespace for k in self.gateways):
+            return
+        self.watched.discard(namespace)
+        for key in [k for k, w in self.workloads.items() if k.namespace == namespace]:
+            if self.workloads[key].record_text is None:
+                del self.workloads[key]
 
     def remember(self, obj: Mapping[str, Any]) -> Workload:
         """Cache a workload object unless an equal or newer version is cached."""

@@ -261,6 +261,8 @@ class OperatorProcess:
         ]
         if not any(a.startswith("--leader-election") or a == "--no-leader-election" for a in argv):
             argv.append("--no-leader-election")
+        if any(a in ("--namespace", "-n") for a in extra):
+            argv.remove("--all-namespaces")
         self.proc, _ = procs.spawn(self.name, argv, self.log, tie_to_parent=True)
         if wait:
             self.wait_healthy()

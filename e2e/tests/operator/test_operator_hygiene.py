@@ -268,3 +268,30 @@ def test_api_server_outage(
         finally:
             op.stop()
             proxy.down()
+
+
+def test_namespace_scoped_operator(
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    operator: OperatorProcess,
+    operator_kubeconfig_path: Path,
+    operator_dir: Path,
+) -> None:
+    """``--namespace NS`` serves that namespace only."""
+    with paused(operator), k8s_cluster.namespace("elsewhere") as other:
+        op = OperatorProcess(operator_kubeconfig_path, operator_dir, name="op-ns")
+        try:
+            op.start("--namespace", k8s_namespace)
+            serve(k8s_cluster, k8s_namespace)
+            digest = bundle_hash(ALLOW)
+            apply(
+                k8s_cluster,
+                bundle("policy", other, ALLOW),
+                deployment("agent", other),
+                gateway("gw", other, "policy", digest),
+            )
+            time.sleep(3)
+            assert not injected(get(k8s_cluster, "deployment", "agent", other))
+            assert get(k8s_cluster, "mcpgw", "gw", other).get("status") is None  # type: ignore[union-attr]
+        finally:
+            op.stop()
