@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import audit
-from .binding import binding_digest, report_data_matches
+from .binding import binding_digest, bundle_measurement, evidence_carries_binding
 from .canonical import parse_json
 from .claim import (
     CMCP_VERSION,
@@ -24,7 +24,8 @@ from .claim import (
 )
 from .digests import b64url_decode, b64url_encode, is_digest
 from .errors import CmcpError
-from .evidence import EvidencePolicy, EvidenceReport, evidence_types
+from .evidence import GPU_MEMBER, EvidencePolicy, EvidenceReport, evidence_types
+from .evidence.accompanying import verify_accompanying_gpu
 from .keys import jwk_thumbprint, load_public_jwk
 from .report import Report
 from .trace_schema import trace_record_errors
@@ -255,8 +256,10 @@ def _check_evidence(
     if not isinstance(att.get("evidence"), dict):
         report.fail("attestation.evidence", "attestation.evidence must be an object")
         return
+    members = dict(att["evidence"])
+    gpu = members.pop(GPU_MEMBER, None)
     try:
-        sub: EvidenceReport = kinds[kind].verify_embedded(att["evidence"], policy.evidence)
+        sub: EvidenceReport = kinds[kind].verify_embedded(members, policy.evidence)
     except CmcpError as exc:
         report.fail(f"{kind}.evidence", exc.message)
         return
@@ -266,10 +269,47 @@ def _check_evidence(
     else:
         report.add(
             "attestation.report_data",
-            report_data_matches(sub.report_data, binding),
+            evidence_carries_binding(kind, sub.report_data, binding),
             "hardware report data carries the binding digest",
         )
+    _check_bundle_measurement(trace, sub, report)
     _check_measurement(trace, sub, policy, report)
+    if gpu is not None:
+        _check_gpu(gpu, binding, policy, report)
+
+
+def _check_bundle_measurement(trace: dict[str, Any], sub: EvidenceReport, report: Report) -> None:
+    """Evidence that recorded the bundle in the TEE (the TPM's NV extend index) must show the
+    bundle this claim states."""
+    recorded = sub.extra.get("bundle_measurement")
+    if not isinstance(recorded, bytes):
+        return
+    try:
+        expected = bundle_measurement(trace["policy"]["bundle_hash"])
+    except ValueError:
+        report.fail("attestation.bundle_measurement", "policy.bundle_hash is not a sha256 digest")
+        return
+    ok = hmac.compare_digest(recorded, expected)
+    report.add(
+        "attestation.bundle_measurement",
+        ok,
+        "the TEE recorded the claim's policy bundle"
+        if ok
+        else "the bundle the TEE recorded is not the claim's policy.bundle_hash",
+    )
+
+
+def _check_gpu(gpu: Any, binding: bytes, policy: ClaimPolicy, report: Report) -> None:
+    """Accompanying GPU evidence: verified as ``gpu-cc``, its SPDM nonce must be the binding."""
+    if not isinstance(gpu, dict):
+        report.fail("gpu.evidence", "attestation.evidence.gpu must be an object")
+        return
+    try:
+        sub = verify_accompanying_gpu(gpu, binding, policy.evidence)
+    except CmcpError as exc:
+        report.fail("gpu.evidence", exc.message)
+        return
+    report.extend(sub, prefix="gpu.")
 
 
 def _check_measurement(

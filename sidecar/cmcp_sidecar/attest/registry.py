@@ -29,10 +29,13 @@ log = logging.getLogger("cmcp.attest")
 
 @dataclass(frozen=True)
 class ProviderContext:
-    """What a factory gets: dev mode and ``attestation.<provider>`` options."""
+    """What a factory gets: dev mode, ``attestation.<provider>`` options, and every provider's
+    options (``gpu-cc`` builds the CPU provider it accompanies) with the registry."""
 
     dev_mode: bool
     options: Mapping[str, Any] = field(default_factory=dict)
+    all_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    registry: ProviderRegistry | None = None
 
 
 ProviderFactory = Callable[[ProviderContext], AttestationProvider]
@@ -100,7 +103,12 @@ async def select_provider(
     options = options or {}
 
     def context(name: str) -> ProviderContext:
-        return ProviderContext(dev_mode=dev_mode, options=options.get(name, {}))
+        return ProviderContext(
+            dev_mode=dev_mode,
+            options=options.get(name, {}),
+            all_options=options,
+            registry=registry,
+        )
 
     if config_provider != "auto":
         provider = registry.create(config_provider, context(config_provider))
