@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .tpm_fixtures import swtpm  # noqa: F401  (the swtpm fixture, for every test)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

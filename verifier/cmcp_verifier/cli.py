@@ -210,6 +210,8 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
     try:
         return kind.verify_files(args, _evidence_policy(args, nonce))
     except CmcpError as exc:
+        if exc.code.startswith("usage."):  # missing/conflicting type options, unreadable files
+            raise UsageError(exc.message) from None
         report = Report(subject=f"{args.type} evidence")
         report.fail(exc.code, exc.message)
         return report

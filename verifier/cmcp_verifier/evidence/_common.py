@@ -93,6 +93,25 @@ def hex_or_raw(data: bytes) -> bytes:
     return data
 
 
+# What cryptography may raise for a malformed certificate, at load or at first use of a
+# lazily parsed field (InvalidVersion and DuplicateExtension are no ValueErrors).
+_CERT_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
+
+
+def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
+    """Parse the lazily decoded fields now, so later use cannot raise."""
+    _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.extensions)
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    return cert
+
+
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
     """One certificate from PEM or DER (trailing NULs ignored)."""
     data = data.rstrip(b"\x00")
@@ -100,9 +119,9 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificate(data)
-            return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+                return _fully_parsed(x509.load_pem_x509_certificate(data))
+            return _fully_parsed(x509.load_der_x509_certificate(data))
+    except _CERT_ERRORS as exc:
         raise InputError(
             f"{what} is not an X.509 certificate: {exc}", code="cert.malformed"
         ) from None
@@ -115,9 +134,11 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                return x509.load_pem_x509_certificates(data)
-            return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+            return [_fully_parsed(c) for c in certs]
+    except _CERT_ERRORS as exc:
         raise InputError(
             f"{what} holds no readable certificate: {exc}", code="cert.malformed"
         ) from None
