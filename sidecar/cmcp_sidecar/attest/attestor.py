@@ -307,7 +307,9 @@ class Attestor:
         binding = binding_digest(self.identity.thumbprint, bundle, catalog, nonce)
         async with self._device:
             try:
-                evidence = await asyncio.wait_for(self._measure_and_collect(bundle, binding), self._timeout)
+                evidence = await asyncio.wait_for(
+                    self._measure_and_collect(bundle, binding), self._timeout
+                )
             except TimeoutError:
                 raise AttestationError(
                     self.provider.name,

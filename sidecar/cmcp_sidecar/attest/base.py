@@ -55,6 +55,7 @@ class AttestationError(CmcpError):
     ) -> None:
         super().__init__(f"attestation provider {provider!r}: {message}", hint=hint, code=code)
         self.provider = provider
+        self.detail = message  # without the provider prefix
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Probe:
 
     available: bool
     reason: str
+    hint: str | None = None  # the fix, when the probe knows one
 
 
 Members = Mapping[str, bytes | Mapping[str, bytes]]

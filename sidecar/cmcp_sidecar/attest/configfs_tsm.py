@@ -177,7 +177,10 @@ def _os_error(exc: OSError, what: str) -> TsmError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         hint = "run the gateway as root or grant it write access to the configfs-tsm report dir"
     elif exc.errno == errno.ENOENT:
-        hint = "the kernel lacks configfs-tsm (Linux ≥ 6.7 with CONFIG_TSM_REPORTS) or the TEE guest driver"
+        hint = (
+            "the kernel lacks configfs-tsm (Linux ≥ 6.7 with CONFIG_TSM_REPORTS) "
+            "or the TEE guest driver"
+        )
     elif exc.errno == errno.ENXIO:
         hint = "no TEE guest driver is bound (load sev-guest or tdx-guest)"
     elif exc.errno == errno.EBUSY:

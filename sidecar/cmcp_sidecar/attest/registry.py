@@ -115,11 +115,12 @@ async def select_provider(
         probe = await _probe(provider)
         if not probe.available:
             await provider.aclose()
+            fix = f"{probe.hint}; or" if probe.hint else "fix the cause above or"
             raise AttestationError(
                 config_provider,
                 f"is not usable here: {probe.reason}",
                 code="attestation.unavailable",
-                hint="fix the cause above or choose another attestation.provider; "
+                hint=f"{fix} choose another attestation.provider; "
                 "the gateway never falls back to an unattested mode",
             )
         return provider
@@ -137,7 +138,7 @@ async def _auto(
         try:
             provider = registry.create(name, context(name))
         except AttestationError as exc:
-            tried.append(f"{name}: {exc.message}")
+            tried.append(f"{name}: {exc.detail}")
             continue
         probe = await _probe(provider)
         if probe.available:
@@ -165,6 +166,6 @@ async def _probe(provider: AttestationProvider) -> Probe:
     try:
         return await provider.probe()
     except AttestationError as exc:
-        return Probe(False, exc.message)
+        return Probe(False, exc.detail, exc.hint)
     except Exception as exc:  # a probe must not crash selection; report why instead
         return Probe(False, f"probe failed: {type(exc).__name__}: {exc}")

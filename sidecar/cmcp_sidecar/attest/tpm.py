@@ -126,7 +126,9 @@ _KEYS = frozenset(
 
 
 def _config(provider: str, message: str) -> AttestationError:
-    return AttestationError(provider, f"attestation.{provider}: {message}", code="attestation.config")
+    return AttestationError(
+        provider, f"attestation.{provider}: {message}", code="attestation.config"
+    )
 
 
 def _handle(provider: str, value: Any, key: str, base: int) -> int | None:
@@ -195,7 +197,9 @@ class TpmProvider(AttestationProvider):
         try:
             return fn(*args)
         except TpmError as exc:
-            raise AttestationError(self.name, str(exc), hint=exc.hint, code="attestation.device")
+            raise AttestationError(
+                self.name, str(exc), hint=exc.hint, code="attestation.device"
+            ) from None
 
     def _prepare(self) -> Ak:
         if self._ak is None:
@@ -206,7 +210,8 @@ class TpmProvider(AttestationProvider):
                 self.device.release(ak)
                 raise AttestationError(
                     self.name,
-                    f"no certificate for the attestation key ({ak.source}): claims would not verify",
+                    f"no certificate for the attestation key ({ak.source}): "
+                    "claims would not verify",
                     code="attestation.no_ak_certificate",
                     hint="certify the AK (python -m cmcp_sidecar.attest.tpm ak prints it) and "
                     "set attestation.tpm.ak_cert; see docs/attestation.md",
@@ -231,7 +236,9 @@ class TpmProvider(AttestationProvider):
             return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
         except ValueError as exc:
             raise AttestationError(
-                self.name, f"attestation.tpm.{key} is not a certificate: {exc}", code="attestation.config"
+                self.name,
+                f"attestation.tpm.{key} is not a certificate: {exc}",
+                code="attestation.config",
             ) from None
 
     def _measure(self, index: int, bundle_hash: str) -> None:
@@ -280,7 +287,9 @@ class TpmProvider(AttestationProvider):
                 "tcti": s.tcti,
                 "ak": ak.source,
                 "pcrs": f"{s.pcr_bank}:{','.join(map(str, s.pcrs))}",
-                "bundle_nv_index": None if s.bundle_nv_index is None else f"0x{s.bundle_nv_index:08x}",
+                "bundle_nv_index": None
+                if s.bundle_nv_index is None
+                else f"0x{s.bundle_nv_index:08x}",
                 "event_log": log is not None,
             },
         )

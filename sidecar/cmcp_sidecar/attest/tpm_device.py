@@ -21,6 +21,7 @@ Attestation keys (:meth:`TpmDevice.load_ak`), in this order:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ class SignedAttest:
 
 
 def _pytss() -> Any:
+    # tpm2-tss logs expected failures (probing NV indices that do not exist) to stderr
+    # unless told otherwise; an operator's own TSS2_LOG still wins.
+    os.environ.setdefault("TSS2_LOG", "all+none")
     try:
         import tpm2_pytss
     except ImportError as exc:  # the `tpm` extra is not installed, or libtss2 is missing
@@ -135,7 +139,9 @@ class TpmDevice:
                 try:
                     self._esapi = t.ESAPI(self.tcti)
                 except (t.TSS2_Exception, RuntimeError, TypeError) as exc:
-                    raise TpmError(f"cannot open TPM {self.tcti!r}: {exc}", _open_hint(self.tcti))
+                    raise TpmError(
+                        f"cannot open TPM {self.tcti!r}: {exc}", _open_hint(self.tcti)
+                    ) from None
             try:
                 yield self._esapi
             except t.TSS2_Exception as exc:
@@ -271,7 +277,7 @@ class TpmDevice:
                 t = _pytss()
                 raw = self.nv_read(GCE_AK_TEMPLATE_NV[kind], owner_auth=True)
                 template = t.TPM2B_PUBLIC(t.TPMT_PUBLIC.unmarshal(raw)[0])
-                cert = ak_cert
+                cert: bytes | None = ak_cert
                 if cert is None and self.nv_size(GCE_AK_CERT_NV[kind]) is not None:
                     cert = der_prefix(self.nv_read(GCE_AK_CERT_NV[kind], owner_auth=True))
                 return self._primary(template, cert, f"GCE {kind.upper()} AK template")
@@ -283,9 +289,7 @@ class TpmDevice:
             try:
                 tr = e.tr_from_tpmpublic(handle)
             except t.TSS2_Exception:
-                raise TpmError(
-                    f"no key at {source}", "check attestation.tpm.ak_handle"
-                ) from None
+                raise TpmError(f"no key at {source}", "check attestation.tpm.ak_handle") from None
             public, _, _ = e.read_public(tr)
         return _ak(tr, public, source, cert, transient=False)
 
@@ -345,7 +349,9 @@ def _ak(handle: Any, public: Any, source: str, cert: bytes | None, *, transient:
         try:
             holder = x509.load_der_x509_certificate(cert).public_key()
         except ValueError as exc:
-            raise TpmError(f"AK certificate is not DER X.509: {exc}", "check the AK certificate")
+            raise TpmError(
+                f"AK certificate is not DER X.509: {exc}", "check the AK certificate"
+            ) from None
         if holder.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
             raise TpmError(
                 f"the AK certificate does not hold the key of the {source}",

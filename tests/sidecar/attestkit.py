@@ -1,0 +1,93 @@
+"""Helpers for the hardware-provider tests: an AK certificate authority, claims from a provider,
+and re-signing claims after a deliberate change (so only the changed check can fail)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cmcp_sidecar.attest import AttestationProvider
+from cmcp_verifier.canonical import canonical_bytes
+from cmcp_verifier.claim import sign_claim
+from cmcp_verifier.report import Report, Status
+
+from .trailkit import Trail, call, trail
+
+
+class AkCa:
+    """The operator's AK certificate authority: a self-signed root written into a roots
+    directory as ``tpm-cmcp-test-root.pem`` (the verifier pins ``tpm-*`` roots)."""
+
+    def __init__(self, roots: Path) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cmcp test AK CA")])
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        roots.mkdir(parents=True, exist_ok=True)
+        (roots / "tpm-cmcp-test-root.pem").write_bytes(
+            self.cert.public_bytes(serialization.Encoding.PEM)
+        )
+        self.roots = roots
+
+    def issue(self, ak_public_pem: bytes, path: Path) -> Path:
+        """An AK certificate for the PEM public key, written to ``path`` (PEM)."""
+        key = serialization.load_pem_public_key(ak_public_pem)
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway AK")]))
+            .issuer_name(self.cert.subject)
+            .public_key(key)  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+
+async def provider_claim(root: Path, provider: AttestationProvider, nonce: bytes = b"") -> bytes:
+    """A claim (one call in one session) resting on ``provider``'s evidence."""
+    async with trail(root, provider=provider) as t:
+        return await session_claim(t, nonce)
+
+
+async def session_claim(t: Trail, nonce: bytes = b"") -> bytes:
+    await t.log.append(call("s-1"))
+    return await t.issuer.claim_now("s-1", nonce)
+
+
+def resign(claim: bytes, t: Trail, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """``claim`` changed by ``change`` and signed again with the trail's gateway key."""
+    env = json.loads(claim)
+    change(env)
+    trace = {k: v for k, v in env["trace"].items() if k != "signature"}
+    return canonical_bytes(sign_claim(trace, env["gateway"], t.identity.signing_key))
+
+
+def status(report: Report, name: str) -> Status | None:
+    return next((c.status for c in report.checks if c.name == name), None)
+
+
+def failed(report: Report) -> set[str]:
+    return {c.name for c in report.failures}
