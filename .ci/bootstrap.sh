@@ -35,7 +35,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -f "$repo/.ci/constraints.txt" ] && constraints=(-c "$repo/.ci/constraints.txt")
   # tpm2-pytss (the `tpm` extra) builds against the system's tpm2-tss: headers first.
   bash "$repo/.ci/install-tss-dev.sh"
-  VIRTUAL_ENV="$venv" "$uv" pip install -q "${constraints[@]}" -e "$repo[all,dev,tpm]" >&2
+  VIRTUAL_ENV="$venv" "$uv" pip install -q "${constraints[@]}" -e "$repo[all,dev,tpm,gpu]" >&2
   echo "$want" > "$stamp"
 fi
 echo "$venv"

@@ -272,10 +272,25 @@ def _check_evidence(
             evidence_carries_binding(kind, sub.report_data, binding),
             "hardware report data carries the binding digest",
         )
+    _check_platform(kind, trace, sub, report)
     _check_bundle_measurement(trace, sub, report)
     _check_measurement(trace, sub, policy, report)
     if gpu is not None:
         _check_gpu(gpu, binding, policy, report)
+
+
+def _check_platform(
+    kind: str, trace: dict[str, Any], sub: EvidenceReport, report: Report
+) -> None:
+    """Types whose platform depends on the evidence (coco, azure-cvm): the evidence says."""
+    if PLATFORM_BY_EVIDENCE.get(kind) is not None or sub.platform is None:
+        return
+    stated = trace["runtime"]["platform"]
+    report.add(
+        "runtime.platform",
+        stated == sub.platform,
+        f"{stated!r} {'is' if stated == sub.platform else 'is not'} the evidence's {sub.platform!r}",
+    )
 
 
 def _check_bundle_measurement(trace: dict[str, Any], sub: EvidenceReport, report: Report) -> None:

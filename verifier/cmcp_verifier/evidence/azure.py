@@ -1,0 +1,403 @@
+"""Azure confidential VMs: the vTPM paravisor path (evidence type ``azure-cvm``).
+
+On an Azure CVM the guest cannot choose the hardware report's REPORT_DATA. The paravisor (HCL)
+writes an *HCL report* into vTPM NV index 0x01400001 (regenerated after a write of 64 bytes of
+user data to NV 0x01400002)::
+
+    0x000  header (32 bytes): "HCLA", version, report size, request type, status, reserved
+    0x020  the hardware report: SEV-SNP ATTESTATION_REPORT (1184 bytes) or TDX TDREPORT (1024)
+    0x4C0  IGVM request data: data size, version, report type (2 = SNP, 4 = TDX),
+           hash type (1 = SHA-256, 2 = SHA-384, 3 = SHA-512), runtime data size (u32 each)
+    0x4D4  runtime data: JSON {"keys": [{"kid": "HCLAkPub", …}, {"kid": "HCLEkPub", …}],
+           "vm-configuration": {…}, "user-data": "<hex of the 64 user-data bytes>"}
+
+The hardware report's REPORT_DATA[0:32] is the hash of the runtime data, so the hardware vouches
+for HCLAkPub, the vTPM's attestation key (persistent handle 0x81000003); freshness and the
+caller's data come from a TPM quote signed by that key, whose extraData carries the nonce (in a
+claim: the binding digest). For TDX the TD report is turned into a quote by Azure's quoting
+service (the guest asks IMDS); the quote must describe the same TD as the HCL's TD report.
+
+Checks (names in the report): ``hcl.format``; SEV-SNP: ``snp.*`` (:func:`.sevsnp.verify_snp_report`
+with the VCEK — Azure serves it from IMDS/THIM, it is not in the report); TDX: ``tdx.*``
+(:func:`.tdx.verify_td_quote`) and ``hcl.td_report`` (the quote's TD body equals the HCL's TD
+report: attributes, XFAM, MRTD, MRCONFIGID, MROWNER(CONFIG), RTMRs, REPORTDATA);
+``hcl.runtime_data`` (REPORT_DATA[0:32] = hash of the runtime data); ``hcl.ak`` (HCLAkPub is a
+usable RSA/EC JWK); ``tpm.*`` (:func:`.tpm_quote.verify_quote` with HCLAkPub: signature,
+pcrDigest against ``pcrs``, and the nonce when the caller gives one).
+
+Report data (what a claim's binding is compared with): the quote's extraData. Measurement:
+``sha384:`` MEASUREMENT (SNP) or MRTD (TDX). Platform: ``azure-cvm-sev-snp``, or
+``intel-tdx`` for TDX (the TRACE v0.2 schema has no Azure TDX value).
+
+Embedded form (``gateway.attestation.evidence`` for type ``azure-cvm``; every member
+base64url): ``hcl_report``, ``quote`` (TPMS_ATTEST), ``signature`` (TPMT_SIGNATURE or the plain
+RSA signature) — required; ``pcrs`` (the TPM module's JSON PCR values); SEV-SNP: ``vcek``
+(DER/PEM) and ``chain`` (ASK/ARK); TDX: ``td_quote`` (required) and the TDX collateral members
+of :mod:`.tdx` (``tcb_info``, ``qe_identity``, …).
+
+Files (``cmcp-verify evidence --type azure-cvm``): ``--azure-evidence FILE`` — the JSON the
+CoCo attestation agent and trustee use (``az-snp-vtpm`` / ``az-tdx-vtpm`` versions 0-2:
+``hcl_report``/``report``, ``tpm_quote``/``quote`` {``message``, ``signature``, ``pcrs``},
+``vcek``, ``td_quote``); ``--vcek`` and ``--chain`` override the SEV-SNP certificates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..canonical import parse_json
+from ..digests import b64url_decode
+from ..errors import InputError
+from . import EvidencePolicy, EvidenceReport, register
+from ._common import load_certificate, load_certificates, read_input
+from .sevsnp import SnpReport, verify_snp_report
+from .tdx import TdxCollateral, verify_td_quote
+from .tdx_quote import TdQuote, parse_quote
+from .tpm_keys import AkPublic, ak_from_jwk
+from .tpm_pcrs import pcrs_from_json
+from .tpm_quote import verify_quote
+
+NAME = "azure-cvm"
+HCL_SIGNATURE = b"HCLA"
+HCL_HEADER = 0x20
+HW_REPORT_AREA = 1184
+IGVM_HEADER = 0x4C0
+RUNTIME_DATA = 0x4D4
+MAX_RUNTIME_DATA = 64 * 1024
+REPORT_TYPES = {2: "sev-snp", 4: "tdx"}
+HASH_TYPES = {1: hashlib.sha256, 2: hashlib.sha384, 3: hashlib.sha512}
+PLATFORMS = {"sev-snp": "azure-cvm-sev-snp", "tdx": "intel-tdx"}  # TRACE has no Azure TDX value
+TD_REPORT_SIZE = 1024
+SHA256_BANK = 0x000B
+_TDX_COLLATERAL = frozenset(f.name for f in fields(TdxCollateral))
+EMBEDDED_MEMBERS = frozenset(
+    {"hcl_report", "quote", "signature", "pcrs", "vcek", "chain", "td_quote"} | _TDX_COLLATERAL
+)
+# TD report offsets: REPORTDATA in REPORTMACSTRUCT, then TDINFO fields (TDX module ABI).
+_TD_FIELDS = {
+    "REPORTDATA": (128, 64),
+    "TDATTRIBUTES": (512, 8),
+    "XFAM": (520, 8),
+    "MRTD": (528, 48),
+    "MRCONFIGID": (576, 48),
+    "MROWNER": (624, 48),
+    "MROWNERCONFIG": (672, 48),
+    "RTMRS": (720, 192),
+}
+
+
+def _malformed(detail: str) -> InputError:
+    return InputError(f"HCL report: {detail}", code="azure-cvm.malformed")
+
+
+@dataclass(frozen=True)
+class HclReport:
+    """A parsed HCL report (see the module docs for the layout)."""
+
+    raw: bytes
+    report_type: str  # sev-snp | tdx
+    hw_report: bytes  # SNP: 1184 bytes; TDX: the 1024-byte TD report
+    hash_type: int
+    runtime_data: bytes
+    runtime: dict[str, Any]
+
+    @classmethod
+    def parse(cls, data: bytes) -> HclReport:
+        if len(data) < RUNTIME_DATA:
+            raise _malformed(f"{len(data)} bytes, shorter than its fixed part ({RUNTIME_DATA})")
+        if data[:4] != HCL_SIGNATURE:
+            raise _malformed("does not start with 'HCLA'")
+        _, _, report_type, hash_type, size = struct.unpack_from("<5I", data, IGVM_HEADER)
+        kind = REPORT_TYPES.get(report_type)
+        if kind is None:
+            raise _malformed(f"unknown report type {report_type}")
+        if hash_type not in HASH_TYPES:
+            raise _malformed(f"unknown runtime-data hash type {hash_type}")
+        if size > MAX_RUNTIME_DATA or RUNTIME_DATA + size > len(data):
+            raise _malformed(f"runtime data of {size} bytes does not fit")
+        runtime_data = data[RUNTIME_DATA : RUNTIME_DATA + size]
+        runtime = parse_json(runtime_data, what="HCL runtime data")
+        if not isinstance(runtime, dict):
+            raise _malformed("runtime data is not a JSON object")
+        hw_size = HW_REPORT_AREA if kind == "sev-snp" else TD_REPORT_SIZE
+        hw = data[HCL_HEADER : HCL_HEADER + hw_size]
+        return cls(bytes(data), kind, hw, hash_type, runtime_data, runtime)
+
+    @property
+    def report_data(self) -> bytes:
+        """The hardware report's REPORT_DATA (SNP offset 0x50; TD report REPORTDATA)."""
+        if self.report_type == "sev-snp":
+            return self.hw_report[0x50:0x90]
+        offset, size = _TD_FIELDS["REPORTDATA"]
+        return self.hw_report[offset : offset + size]
+
+    def runtime_digest(self) -> bytes:
+        return bytes(HASH_TYPES[self.hash_type](self.runtime_data).digest())
+
+    def key(self, kid: str) -> Any:
+        """The JWK named ``kid`` in the runtime data's ``keys`` (None when absent)."""
+        keys = self.runtime.get("keys")
+        if not isinstance(keys, list):
+            return None
+        return next((k for k in keys if isinstance(k, dict) and k.get("kid") == kid), None)
+
+    @property
+    def user_data(self) -> str | None:
+        value = self.runtime.get("user-data")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class AzureEvidence:
+    """Everything one Azure attestation consists of, as raw bytes."""
+
+    hcl_report: bytes
+    quote: bytes
+    signature: bytes
+    pcrs: dict[int, dict[int, bytes]] | None = None
+    vcek: bytes | None = None
+    chain: bytes | None = None
+    td_quote: bytes | None = None
+    collateral: TdxCollateral | None = None
+
+
+def verify_azure(evidence: AzureEvidence, policy: EvidencePolicy) -> EvidenceReport:
+    """Verify Azure CVM evidence (see the module docs); never raises for bad input."""
+    report = EvidenceReport(subject="Azure confidential VM (vTPM paravisor)")
+    try:
+        hcl = HclReport.parse(evidence.hcl_report)
+    except InputError as exc:
+        report.fail("hcl.format", exc.message)
+        return report
+    report.passed(
+        "hcl.format", f"{hcl.report_type} report, runtime data {len(hcl.runtime_data)} bytes"
+    )
+    report.platform = PLATFORMS[hcl.report_type]
+    report.facts["azure"] = {
+        "report_type": hcl.report_type,
+        "user_data": hcl.user_data,
+        "vm_configuration": hcl.runtime.get("vm-configuration"),
+    }
+    hw_report_data = _check_hardware(hcl, evidence, policy, report)
+    if hw_report_data is not None:
+        ok = hmac.compare_digest(hw_report_data[:32], hcl.runtime_digest()[:32])
+        report.add(
+            "hcl.runtime_data",
+            ok,
+            "REPORT_DATA[0:32] is the hash of the runtime data (HCLAkPub is the hardware's)"
+            if ok
+            else "REPORT_DATA[0:32] is not the hash of the runtime data",
+        )
+    ak = _check_ak(hcl, report)
+    if ak is not None:
+        sub = verify_quote(
+            evidence.quote,
+            evidence.signature,
+            ak,
+            pcrs=evidence.pcrs,
+            nonce=policy.nonce,
+            at=policy.now(),
+        )
+        report.extend(sub, prefix="tpm.")
+        report.report_data = sub.report_data
+        report.facts["tpm"] = sub.facts
+    return report
+
+
+def _check_hardware(
+    hcl: HclReport, evidence: AzureEvidence, policy: EvidencePolicy, report: EvidenceReport
+) -> bytes | None:
+    """Verify the SNP report or the TD quote; returns the REPORT_DATA the hardware signed."""
+    if hcl.report_type == "sev-snp":
+        try:
+            vcek = load_certificate(evidence.vcek, what="VCEK") if evidence.vcek else None
+            chain = load_certificates(evidence.chain, what="chain") if evidence.chain else []
+        except InputError as exc:
+            report.fail("snp.certificates", exc.message)
+            return None
+        sub = verify_snp_report(hcl.hw_report, vcek, policy, chain=chain)
+        report.extend(sub, prefix="snp.")
+        report.measurement = sub.measurement
+        report.facts["sev_snp"] = sub.facts.get("sev_snp")
+        return SnpReport.parse(hcl.hw_report).report_data if sub.report_data else None
+    if evidence.td_quote is None:
+        report.fail("tdx.quote", "a TDX HCL report needs the TD quote (td_quote)")
+        return None
+    try:
+        quote = parse_quote(evidence.td_quote)
+    except InputError as exc:
+        report.fail("tdx.quote", exc.message)
+        return None
+    sub = verify_td_quote(quote, evidence.collateral, _no_raw_checks(policy))
+    report.extend(sub, prefix="tdx.")
+    report.measurement = sub.measurement
+    report.facts["tdx"] = sub.facts
+    mismatch = _td_mismatch(quote, hcl.hw_report)
+    report.add(
+        "hcl.td_report",
+        mismatch is None,
+        mismatch or "the TD quote describes the HCL's TD report (MRTD, RTMRs, REPORTDATA, …)",
+    )
+    return hcl.report_data if mismatch is None else None
+
+
+def _no_raw_checks(policy: EvidencePolicy) -> EvidencePolicy:
+    """REPORT_DATA holds the runtime-data hash, not the caller's nonce (that is in the quote)."""
+    return replace(policy, nonce=None, expected_measurement=None)
+
+
+def _td_mismatch(quote: TdQuote, td_report: bytes) -> str | None:
+    body = quote.body
+    quoted = {
+        "REPORTDATA": body.report_data,
+        "TDATTRIBUTES": body.td_attributes,
+        "XFAM": body.xfam,
+        "MRTD": body.mr_td,
+        "MRCONFIGID": body.mr_config_id,
+        "MROWNER": body.mr_owner,
+        "MROWNERCONFIG": body.mr_owner_config,
+        "RTMRS": b"".join(body.rtmrs),
+    }
+    for name, (offset, size) in _TD_FIELDS.items():
+        if not hmac.compare_digest(td_report[offset : offset + size], quoted[name]):
+            return f"{name} of the TD quote differs from the HCL's TD report"
+    return None
+
+
+def _check_ak(hcl: HclReport, report: EvidenceReport) -> AkPublic | None:
+    jwk = hcl.key("HCLAkPub")
+    if jwk is None:
+        report.fail("hcl.ak", "the runtime data has no HCLAkPub key")
+        return None
+    try:
+        ak = ak_from_jwk(jwk)
+    except InputError as exc:
+        report.fail("hcl.ak", exc.message)
+        return None
+    report.passed("hcl.ak", f"HCLAkPub {ak.describe()} from the hardware-bound runtime data")
+    return ak
+
+
+# --- input forms -------------------------------------------------------------------------------
+
+
+def _b64(value: Any, what: str) -> bytes:
+    """Standard or URL-safe base64, padded or not."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a base64 string", code="azure-cvm.format")
+    text = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what} is not base64", code="azure-cvm.format") from None
+
+
+def _blob(value: Any, what: str, *, text: str = "b64") -> bytes:
+    """Bytes given as a JSON array of integers, hex text or base64 text."""
+    if isinstance(value, list):
+        if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+            raise InputError(f"{what} must be a list of bytes", code="azure-cvm.format")
+        return bytes(value)
+    if text == "hex" and isinstance(value, str):
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise InputError(f"{what} is not hex", code="azure-cvm.format") from None
+    return _b64(value, what)
+
+
+def evidence_from_json(data: bytes) -> AzureEvidence:
+    """The CoCo/trustee ``az-snp-vtpm`` / ``az-tdx-vtpm`` evidence JSON (versions 0-2)."""
+    doc = parse_json(data, what="Azure evidence")
+    if not isinstance(doc, dict):
+        raise InputError("Azure evidence must be a JSON object", code="azure-cvm.format")
+    quote = doc.get("tpm_quote", doc.get("quote"))
+    if not isinstance(quote, dict):
+        raise InputError("Azure evidence lacks tpm_quote", code="azure-cvm.format")
+    text = "b64" if isinstance(doc.get("report"), list) else "hex"
+    pcrs = quote.get("pcrs")
+    values = None
+    if isinstance(pcrs, list):
+        values = {SHA256_BANK: {i: _blob(v, f"pcr {i}", text="hex") for i, v in enumerate(pcrs)}}
+    hcl = doc.get("hcl_report", doc.get("report"))
+    vcek = doc.get("vcek")
+    td_quote = doc.get("td_quote")
+    return AzureEvidence(
+        hcl_report=_blob(hcl, "hcl_report"),
+        quote=_blob(quote.get("message"), "tpm_quote.message", text=text),
+        signature=_blob(quote.get("signature"), "tpm_quote.signature", text=text),
+        pcrs=values,
+        vcek=vcek.encode() if isinstance(vcek, str) and "BEGIN" in vcek else _opt(vcek, "vcek"),
+        td_quote=_opt(td_quote, "td_quote"),
+    )
+
+
+def _opt(value: Any, what: str) -> bytes | None:
+    return None if value is None else _blob(value, what)
+
+
+def evidence_from_embedded(evidence: dict[str, Any]) -> AzureEvidence:
+    unknown = sorted(set(evidence) - EMBEDDED_MEMBERS)
+    missing = sorted({"hcl_report", "quote", "signature"} - set(evidence))
+    if unknown or missing:
+        raise InputError(
+            f"azure-cvm evidence: missing {missing}, unexpected {unknown}",
+            code="azure-cvm.embedded",
+        )
+    raw = {k: b64url_decode(v, what=f"azure-cvm evidence {k}") for k, v in evidence.items()}
+    pcrs = pcrs_from_json(parse_json(raw["pcrs"], what="azure-cvm pcrs")) if "pcrs" in raw else None
+    collateral = {k: raw[k] for k in _TDX_COLLATERAL if k in raw}
+    return AzureEvidence(
+        hcl_report=raw["hcl_report"],
+        quote=raw["quote"],
+        signature=raw["signature"],
+        pcrs=pcrs,
+        vcek=raw.get("vcek"),
+        chain=raw.get("chain"),
+        td_quote=raw.get("td_quote"),
+        collateral=TdxCollateral(**collateral) if collateral else None,
+    )
+
+
+class AzureCvm:
+    """``--type azure-cvm``: Azure confidential VMs (SEV-SNP or TDX behind the vTPM)."""
+
+    name = NAME
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--azure-evidence",
+            metavar="FILE",
+            help="Azure CVM evidence JSON (HCL report, vTPM quote, VCEK or TD quote)",
+        )
+
+    def verify_files(self, args: argparse.Namespace, policy: EvidencePolicy) -> EvidenceReport:
+        path = getattr(args, "azure_evidence", None)
+        if path is None:
+            raise InputError("--type azure-cvm needs --azure-evidence FILE", code="evidence.usage")
+        evidence = evidence_from_json(read_input(path, what="Azure evidence"))
+        vcek_path, chain_path = getattr(args, "snp_vcek", None), getattr(args, "snp_chain", None)
+        if vcek_path or chain_path:
+            evidence = AzureEvidence(
+                **{
+                    **{f.name: getattr(evidence, f.name) for f in fields(AzureEvidence)},
+                    "vcek": read_input(vcek_path, what="VCEK") if vcek_path else evidence.vcek,
+                    "chain": read_input(chain_path, what="chain") if chain_path else None,
+                }
+            )
+        return verify_azure(evidence, policy)
+
+    def verify_embedded(self, evidence: dict[str, Any], policy: EvidencePolicy) -> EvidenceReport:
+        # In a claim extraData carries the binding digest, compared by the claim verifier.
+        return verify_azure(evidence_from_embedded(evidence), _no_raw_checks(policy))
+
+
+register(AzureCvm())
+
