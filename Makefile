@@ -8,7 +8,7 @@ PY = $(VENV)/bin/python
 
 .PHONY: help
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: venv
 venv:  ## create/refresh the Python environment (outside the repository)
@@ -25,8 +25,28 @@ unit:  ## fast tests only (no cluster, no npm peers)
 .PHONY: test
 test:  ## everything CI runs: dependencies, lint, type checks, all tests
 	@V=$(VENV); $$V/bin/ruff check . && $$V/bin/ruff format --check . && $$V/bin/mypy
-	@V=$(VENV); $$V/bin/python -m pytest -q tests
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e build >/dev/null
+	@V=$(VENV); $$V/bin/python -m pytest -q tests e2e/tests
 
 .PHONY: fuzz
 fuzz:  ## fuzz campaigns: 100 000 inputs per parser (CMCP_FUZZ_EXAMPLES to change)
 	@V=$(VENV); CMCP_FUZZ_EXAMPLES=$${CMCP_FUZZ_EXAMPLES:-100000} $$V/bin/python -m pytest -q -p no:timeout tests/fuzz
+
+# --- Kubernetes test control plane (e2e/; docs/kubernetes-test-cluster.md) -------------
+# Binaries are built/fetched once into $(CMCP_CACHE)/k8s (progress on stderr).
+.PHONY: k8s-build cluster-up cluster-down cluster-status e2e
+k8s-build:  ## build/fetch the pinned control-plane binaries, print their paths
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e build
+
+cluster-up:  ## start a local control plane in the background, print export KUBECONFIG=...
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e up
+
+cluster-down:  ## stop the control plane started by cluster-up (from any shell)
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e down
+
+cluster-status:  ## is the cluster-up control plane running?
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e status
+
+e2e:  ## Kubernetes end-to-end tests (local control plane, or KUBECONFIG's cluster)
+	@V=$(VENV); $$V/bin/python -m cmcp_e2e build >/dev/null
+	@V=$(VENV); $$V/bin/python -m pytest -q e2e/tests

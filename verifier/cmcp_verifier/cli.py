@@ -22,6 +22,8 @@ from .report import Report
 from .verify_claim import DEFAULT_MAX_AGE, ClaimPolicy, verify_claim
 
 EXIT_VERIFIED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+# Evidence-module errors that are the caller's mistake (missing option, unreadable file).
+EVIDENCE_USAGE_CODES = frozenset({"evidence.usage", "evidence.unreadable"})
 
 
 class UsageError(Exception):
@@ -210,7 +212,7 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
     try:
         return kind.verify_files(args, _evidence_policy(args, nonce))
     except CmcpError as exc:
-        if exc.code.startswith("usage."):  # missing/conflicting type options, unreadable files
+        if exc.code.startswith("usage.") or exc.code in EVIDENCE_USAGE_CODES:
             raise UsageError(exc.message) from None
         report = Report(subject=f"{args.type} evidence")
         report.fail(exc.code, exc.message)

@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from ..errors import InputError
+from ._der import split_concatenated
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _HEX_TEXT_RE = re.compile(rb"^[0-9a-fA-F\s]+$")
@@ -108,18 +109,17 @@ _CERT_ERRORS = (
 def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
     """Parse the lazily decoded fields now, so later use cannot raise."""
     _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.extensions)
-    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
     return cert
 
 
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
-    """One certificate from PEM or DER (trailing NULs ignored)."""
-    data = data.rstrip(b"\x00")
+    """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some vendor certs have non-positive serials
             if b"-----BEGIN" in data:
-                return _fully_parsed(x509.load_pem_x509_certificate(data))
+                return _fully_parsed(x509.load_pem_x509_certificate(data.rstrip(b"\x00")))
             return _fully_parsed(x509.load_der_x509_certificate(data))
     except _CERT_ERRORS as exc:
         raise InputError(
@@ -128,15 +128,23 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle, or one DER certificate."""
-    data = data.rstrip(b"\x00")
+    """All certificates of a PEM bundle (trailing NULs ignored), or of concatenated DER.
+
+    A DER certificate may well end in a zero byte, so NULs are only stripped from PEM.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if b"-----BEGIN" in data:
-                certs = x509.load_pem_x509_certificates(data)
+                certs = x509.load_pem_x509_certificates(data.rstrip(b"\x00"))
+                blocks = max(data.count(b"-----BEGIN"), data.count(b"-----END"))
+                if blocks != len(certs):
+                    # cryptography skips blocks it cannot read; a damaged chain must not
+                    # quietly lose a certificate.
+                    raise ValueError(f"{blocks - len(certs)} of {blocks} PEM blocks unreadable")
             else:
-                certs = [x509.load_der_x509_certificate(data)]
+                parts = split_concatenated(data, what=what)
+                certs = [x509.load_der_x509_certificate(d) for d in parts]
             return [_fully_parsed(c) for c in certs]
     except _CERT_ERRORS as exc:
         raise InputError(
@@ -154,12 +162,13 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def chain_problems(
-    chain: list[x509.Certificate], anchor: x509.Certificate, *, at: dt.datetime
+    chain: list[x509.Certificate], anchor: x509.Certificate, *, at: dt.datetime | None
 ) -> list[str]:
     """Problems with ``chain`` (leaf first, ending below or at ``anchor``) at time ``at``.
 
     Checks each signature up to the pinned ``anchor`` (which must be self-signed), validity
-    periods at ``at``, and that every issuer is a CA. Empty list = chain valid.
+    periods at ``at`` (``None``: the caller judges validity itself), and that every issuer is
+    a CA. Empty list = chain valid.
     """
     problems: list[str] = []
     full = list(chain)
@@ -174,7 +183,7 @@ def chain_problems(
         if not _is_ca(issuer):
             problems.append(f"{issuer.subject.rfc4514_string()} is not a CA certificate")
     for cert in full:
-        if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
+        if at is not None and not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
             problems.append(
                 f"{cert.subject.rfc4514_string()} is not valid at {at.isoformat()} "
                 f"({cert.not_valid_before_utc.date()} … {cert.not_valid_after_utc.date()})"
