@@ -39,7 +39,8 @@ def tpms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Swtpm, Swtp
 
 
 def ak_pem(tpm: Swtpm) -> bytes:
-    """The operator's enrolment step: the AK as ``python -m cmcp_sidecar.attest.tpm ak`` shows it."""
+    """The operator's enrolment step: the AK that ``python -m cmcp_sidecar.attest.tpm ak``
+    prints."""
     proc = subprocess.run(
         [sys.executable, "-m", "cmcp_sidecar.attest.tpm", "ak", "--tcti", tpm.tcti],
         capture_output=True,
@@ -196,7 +197,9 @@ async def test_uncertified_ak_is_refused(tpms: tuple[Swtpm, Swtpm]) -> None:
 
 async def test_unreachable_tpm_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(AttestationError) as err:
-        await select_provider("tpm", False, options={"tpm": {"tcti": "swtpm:host=127.0.0.1,port=1"}})
+        await select_provider(
+            "tpm", False, options={"tpm": {"tcti": "swtpm:host=127.0.0.1,port=1"}}
+        )
     rendered = err.value.render()
     assert "attestation provider 'tpm'" in rendered
     assert "cannot open TPM" in rendered and "CMCP_TPM_TCTI" in rendered

@@ -283,17 +283,14 @@ def _check_evidence(
         _check_gpu(gpu, binding, policy, report)
 
 
-def _check_platform(
-    kind: str, trace: dict[str, Any], sub: EvidenceReport, report: Report
-) -> None:
+def _check_platform(kind: str, trace: dict[str, Any], sub: EvidenceReport, report: Report) -> None:
     """Types whose platform depends on the evidence (coco, azure-cvm): the evidence says."""
     if PLATFORM_BY_EVIDENCE.get(kind) is not None or sub.platform is None:
         return
     stated = trace["runtime"]["platform"]
+    ok = stated == sub.platform
     report.add(
-        "runtime.platform",
-        stated == sub.platform,
-        f"{stated!r} {'is' if stated == sub.platform else 'is not'} the evidence's {sub.platform!r}",
+        "runtime.platform", ok, f"{stated!r} {'is' if ok else 'is not'} the evidence's platform"
     )
 
 

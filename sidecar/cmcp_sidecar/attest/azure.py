@@ -101,7 +101,9 @@ class AzureCvmProvider(AttestationProvider):
 
     async def probe(self) -> Probe:
         await asyncio.to_thread(self._tpm, self._prepare)
-        return Probe(True, f"Azure vTPM at {self.device.tcti}: HCL report, AK 0x{self.ak_handle:08x}")
+        return Probe(
+            True, f"Azure vTPM at {self.device.tcti}: HCL report, AK 0x{self.ak_handle:08x}"
+        )
 
     async def collect(self, report_data_: bytes) -> Evidence:
         hcl_raw, quote, signature, pcrs = await asyncio.to_thread(
@@ -137,7 +139,11 @@ class AzureCvmProvider(AttestationProvider):
             measurement=measurement,
             report_data=bytes(attest.extraData),
             collected_at=int(time.time()),
-            facts={"report_type": hcl.report_type, "user_data": hcl.user_data, "tcti": self.device.tcti},
+            facts={
+                "report_type": hcl.report_type,
+                "user_data": hcl.user_data,
+                "tcti": self.device.tcti,
+            },
         )
 
     async def aclose(self) -> None:
@@ -206,7 +212,8 @@ class AzureCvmProvider(AttestationProvider):
                     raise self._imds_error(f"{url} answered HTTP {resp.status} for {what}")
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise self._imds_error(f"cannot get {what} from {url}: {exc or type(exc).__name__}")
+            reason = str(exc) or type(exc).__name__
+            raise self._imds_error(f"cannot get {what} from {url}: {reason}") from None
         if not isinstance(body, dict):
             raise self._imds_error(f"{url} did not answer a JSON object")
         return body

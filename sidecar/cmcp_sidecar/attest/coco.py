@@ -80,11 +80,11 @@ class CocoProvider(AttestationProvider):
         try:
             tee, members = parse_reply(reply)
             if tee == "tdx":
-                quote = parse_quote(members["quote"])
-                measured, carried, self.platform = quote.body.mr_td, quote.body.report_data, TDX_PLATFORM
+                body = parse_quote(members["quote"]).body
+                measured, carried, platform = body.mr_td, body.report_data, TDX_PLATFORM
             else:
                 snp = SnpReport.parse(members["report"])
-                measured, carried, self.platform = snp.measurement, snp.report_data, SNP_PLATFORM
+                measured, carried, platform = snp.measurement, snp.report_data, SNP_PLATFORM
         except (Malformed, CmcpError) as exc:
             raise AttestationError(
                 self.name,
@@ -92,6 +92,7 @@ class CocoProvider(AttestationProvider):
                 code="attestation.malformed",
                 hint="check the guest-components version (evidence of SEV-SNP or TDX expected)",
             ) from None
+        self.platform = platform
         return Evidence(
             members=members,
             measurement="sha384:" + measured.hex(),
@@ -125,7 +126,8 @@ class CocoProvider(AttestationProvider):
             )
         if len(body) > MAX_REPLY:
             raise AttestationError(
-                self.name, f"the attestation agent's reply exceeds {MAX_REPLY} bytes",
+                self.name,
+                f"the attestation agent's reply exceeds {MAX_REPLY} bytes",
                 code="attestation.malformed",
             )
         return body
@@ -160,7 +162,9 @@ def parse_reply(body: bytes) -> tuple[str, dict[str, bytes]]:
 def _snp_members(doc: dict[str, Any]) -> dict[str, bytes]:
     report = doc["attestation_report"]
     if isinstance(report, dict):
-        raise Malformed("the SEV-SNP report is serialised field by field (guest-components with sev < 4)")
+        raise Malformed(
+            "the SEV-SNP report is serialised field by field (guest-components with sev < 4)"
+        )
     members = {"report": _bytes(report, "attestation_report")}
     chain = []
     for entry in doc.get("cert_chain") or []:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Mapping
 from typing import Any
 
 from cmcp_verifier.errors import CmcpError
@@ -40,7 +39,7 @@ NONCE_SIZE = 32
 
 def _pynvml() -> Any:
     try:
-        import pynvml
+        import pynvml  # type: ignore[import-untyped]
     except ImportError:
         raise AttestationError(
             "gpu-cc",
@@ -133,7 +132,7 @@ class GpuCcProvider(AttestationProvider):
         if self._handle is not None:
             return
         self._nvml_call("nvmlInit")
-        nvml = self.nvml
+        nvml: Any = self.nvml
         state = self._nvml_call("nvmlSystemGetConfComputeState")
         if state.ccFeature != nvml.NVML_CC_SYSTEM_FEATURE_ENABLED:
             self._nvml_call("nvmlShutdown")
@@ -167,7 +166,8 @@ class GpuCcProvider(AttestationProvider):
             spdm = SpdmReport.parse(report)
         except CmcpError as exc:
             raise AttestationError(
-                self.name, f"NVML returned a malformed GPU report: {exc.message}",
+                self.name,
+                f"NVML returned a malformed GPU report: {exc.message}",
                 code="attestation.malformed",
             ) from None
         if not hmac.compare_digest(spdm.nonce, nonce):
@@ -179,7 +179,8 @@ class GpuCcProvider(AttestationProvider):
             )
         if not chain:
             raise AttestationError(
-                self.name, "NVML returned no attestation certificate chain",
+                self.name,
+                "NVML returned no attestation certificate chain",
                 code="attestation.malformed",
             )
         return {"report": report, "certs": chain}

@@ -270,8 +270,8 @@ class TpmDevice:
         if ak_handle is not None:
             return self._persistent(ak_handle, ak_cert, f"persistent handle 0x{ak_handle:08x}")
         if self.nv_size(AZURE_AK_CERT_NV) is not None:
-            cert = ak_cert or der_prefix(self.nv_read(AZURE_AK_CERT_NV, owner_auth=True))
-            return self._persistent(AZURE_AK_HANDLE, cert, "Azure vTPM AK (0x81000003)")
+            azure_cert = ak_cert or der_prefix(self.nv_read(AZURE_AK_CERT_NV, owner_auth=True))
+            return self._persistent(AZURE_AK_HANDLE, azure_cert, "Azure vTPM AK (0x81000003)")
         for kind in ("ecc", "rsa"):
             if self.nv_size(GCE_AK_TEMPLATE_NV[kind]) is not None:
                 t = _pytss()

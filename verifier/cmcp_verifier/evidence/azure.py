@@ -400,4 +400,3 @@ class AzureCvm:
 
 
 register(AzureCvm())
-
