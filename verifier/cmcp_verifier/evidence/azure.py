@@ -70,6 +70,9 @@ HCL_HEADER = 0x20
 HW_REPORT_AREA = 1184
 IGVM_HEADER = 0x4C0
 RUNTIME_DATA = 0x4D4
+IGVM_HEADER_SIZE = RUNTIME_DATA - IGVM_HEADER
+HCL_VERSIONS = (1, 2)
+HCL_REQUEST_TYPE = 2
 MAX_RUNTIME_DATA = 64 * 1024
 REPORT_TYPES = {2: "sev-snp", 4: "tdx"}
 HASH_TYPES = {1: hashlib.sha256, 2: hashlib.sha384, 3: hashlib.sha512}
@@ -80,9 +83,14 @@ _TDX_COLLATERAL = frozenset(f.name for f in fields(TdxCollateral))
 EMBEDDED_MEMBERS = frozenset(
     {"hcl_report", "quote", "signature", "pcrs", "vcek", "chain", "td_quote"} | _TDX_COLLATERAL
 )
-# TD report offsets: REPORTDATA in REPORTMACSTRUCT, then TDINFO fields (TDX module ABI).
+# TD report offsets (TDX module ABI): REPORTDATA in REPORTMACSTRUCT (0), TEE_TCB_INFO (256),
+# TDINFO (512).
 _TD_FIELDS = {
     "REPORTDATA": (128, 64),
+    "TEE_TCB_SVN": (264, 16),
+    "MRSEAM": (280, 48),
+    "MRSIGNERSEAM": (328, 48),
+    "SEAMATTRIBUTES": (376, 8),
     "TDATTRIBUTES": (512, 8),
     "XFAM": (520, 8),
     "MRTD": (528, 48),
@@ -114,7 +122,10 @@ class HclReport:
             raise _malformed(f"{len(data)} bytes, shorter than its fixed part ({RUNTIME_DATA})")
         if data[:4] != HCL_SIGNATURE:
             raise _malformed("does not start with 'HCLA'")
-        _, _, report_type, hash_type, size = struct.unpack_from("<5I", data, IGVM_HEADER)
+        version, total, request, status = struct.unpack_from("<4I", data, 4)
+        data_size, data_version, report_type, hash_type, size = struct.unpack_from(
+            "<5I", data, IGVM_HEADER
+        )
         kind = REPORT_TYPES.get(report_type)
         if kind is None:
             raise _malformed(f"unknown report type {report_type}")
@@ -122,12 +133,28 @@ class HclReport:
             raise _malformed(f"unknown runtime-data hash type {hash_type}")
         if size > MAX_RUNTIME_DATA or RUNTIME_DATA + size > len(data):
             raise _malformed(f"runtime data of {size} bytes does not fit")
+        # Nothing outside the signed hardware report and the hashed runtime data may vary:
+        # every header field is pinned and every unused byte must be zero.
+        if version not in HCL_VERSIONS or request != HCL_REQUEST_TYPE or status != 0:
+            raise _malformed(
+                f"unexpected header (version {version}, request {request}, status {status})"
+            )
+        if (
+            total != RUNTIME_DATA + size
+            or data_size != IGVM_HEADER_SIZE + size
+            or data_version != 1
+        ):
+            raise _malformed("header sizes do not match the runtime data")
+        if any(data[20:HCL_HEADER]) or any(data[total:]):
+            raise _malformed("reserved or trailing bytes are not zero")
         runtime_data = data[RUNTIME_DATA : RUNTIME_DATA + size]
         runtime = parse_json(runtime_data, what="HCL runtime data")
         if not isinstance(runtime, dict):
             raise _malformed("runtime data is not a JSON object")
         hw_size = HW_REPORT_AREA if kind == "sev-snp" else TD_REPORT_SIZE
         hw = data[HCL_HEADER : HCL_HEADER + hw_size]
+        if any(data[HCL_HEADER + hw_size : IGVM_HEADER]):
+            raise _malformed("bytes after the hardware report are not zero")
         return cls(bytes(data), kind, hw, hash_type, runtime_data, runtime)
 
     @property
@@ -236,7 +263,7 @@ def _check_hardware(
         report.fail("tdx.quote", exc.message)
         return None
     sub = verify_td_quote(quote, evidence.collateral, _no_raw_checks(policy))
-    report.extend(sub, prefix="tdx.")
+    report.extend(sub)  # the TDX checks are named tdx.* already
     report.measurement = sub.measurement
     report.facts["tdx"] = sub.facts
     mismatch = _td_mismatch(quote, hcl.hw_report)
@@ -254,8 +281,26 @@ def _no_raw_checks(policy: EvidencePolicy) -> EvidencePolicy:
 
 
 def _td_mismatch(quote: TdQuote, td_report: bytes) -> str | None:
+    """Why the TD report is not the one the quote was made from (None: it is).
+
+    The TD report's MAC and CPUSVN can only be checked by the CPU that made it; everything
+    else must be consistent: its hashes over TEE_TCB_INFO and TDINFO, zero reserved fields,
+    and every field the signed quote repeats."""
     body = quote.body
+    version = 1 if body.mr_service_td is not None else 0
+    if td_report[:4] != bytes([0x81, 0, version, 0]) or any(td_report[4:16]):
+        return "the TD report's REPORTTYPE does not match the quote's TD report version"
+    if any(td_report[192:224]) or any(td_report[495:512]):
+        return "reserved fields of the TD report are not zero"
+    if hashlib.sha384(td_report[256:495]).digest() != td_report[32:80]:
+        return "TEE_TCB_INFO_HASH does not match the TD report's TEE_TCB_INFO"
+    if hashlib.sha384(td_report[512:1024]).digest() != td_report[80:128]:
+        return "TEE_INFO_HASH does not match the TD report's TDINFO"
     quoted = {
+        "TEE_TCB_SVN": body.tee_tcb_svn,
+        "MRSEAM": body.mr_seam,
+        "MRSIGNERSEAM": body.mr_signer_seam,
+        "SEAMATTRIBUTES": body.seam_attributes,
         "REPORTDATA": body.report_data,
         "TDATTRIBUTES": body.td_attributes,
         "XFAM": body.xfam,
