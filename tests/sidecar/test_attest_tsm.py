@@ -163,18 +163,22 @@ async def test_environment_names_the_report_dir(
 
 
 async def test_another_writer_is_detected(tmp_path: Path) -> None:
-    with snp_kernel(tmp_path / "report", generation_bump=1).running():
-        with pytest.raises(AttestationError) as err:
-            await SevSnpProvider({"report_dir": str(tmp_path / "report")}).collect(BINDING)
+    with (
+        snp_kernel(tmp_path / "report", generation_bump=1).running(),
+        pytest.raises(AttestationError) as err,
+    ):
+        await SevSnpProvider({"report_dir": str(tmp_path / "report")}).collect(BINDING)
     assert "written by someone else" in err.value.message
 
 
 async def test_empty_or_malformed_reports_are_refused(tmp_path: Path) -> None:
     for i, blob in enumerate((b"", SNP_REPORT[:100])):
         root = tmp_path / f"r{i}"
-        with FakeTsmKernel(root, "sev_guest", blob).running():
-            with pytest.raises(AttestationError) as err:
-                await SevSnpProvider({"report_dir": str(root)}).collect(BINDING)
+        with (
+            FakeTsmKernel(root, "sev_guest", blob).running(),
+            pytest.raises(AttestationError) as err,
+        ):
+            await SevSnpProvider({"report_dir": str(root)}).collect(BINDING)
         assert err.value.code in ("attestation.device", "attestation.malformed")
 
 
