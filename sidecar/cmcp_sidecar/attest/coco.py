@@ -107,7 +107,7 @@ class CocoProvider(AttestationProvider):
                 aiohttp.ClientSession(timeout=self.timeout) as session,
                 session.get(self.url, params={"runtime_data": runtime_data}) as resp,
             ):
-                body = await resp.content.read(MAX_REPLY + 1)
+                body = await _read_limited(resp.content, MAX_REPLY + 1)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AttestationError(
@@ -131,6 +131,16 @@ class CocoProvider(AttestationProvider):
                 code="attestation.malformed",
             )
         return body
+
+
+async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await stream.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def parse_reply(body: bytes) -> tuple[str, dict[str, bytes]]:
