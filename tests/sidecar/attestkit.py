@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cmcp_sidecar.attest import AttestationProvider
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.claim import sign_claim
 from cmcp_verifier.report import Report, Status
 
-from .trailkit import Trail, call, trail
+from ..tpm_fixtures import Swtpm
+from .trailkit import Trail, call
 
 
 class AkCa:
@@ -66,10 +68,17 @@ class AkCa:
         return path
 
 
-async def provider_claim(root: Path, provider: AttestationProvider, nonce: bytes = b"") -> bytes:
-    """A claim (one call in one session) resting on ``provider``'s evidence."""
-    async with trail(root, provider=provider) as t:
-        return await session_claim(t, nonce)
+def ak_pem(tpm: Swtpm) -> bytes:
+    """The operator's enrolment step: the AK that ``python -m cmcp_sidecar.attest.tpm ak``
+    prints."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cmcp_sidecar.attest.tpm", "ak", "--tcti", tpm.tcti],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.startswith(b"# AK: default ECC P-256 AK template")
+    return proc.stdout
 
 
 async def session_claim(t: Trail, nonce: bytes = b"") -> bytes:

@@ -5,8 +5,6 @@ quote, a replayed nonce, a bundle the TPM did not record, an AK certificate of a
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from cmcp_verifier.report import Status
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..tpm_fixtures import Swtpm, running_swtpm
-from .attestkit import AkCa, failed, resign, session_claim, status
+from .attestkit import AkCa, ak_pem, failed, resign, session_claim, status
 from .trailkit import BUNDLE, trail
 
 pytestmark = pytest.mark.tpm
@@ -36,19 +34,6 @@ def tpms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Swtpm, Swtp
         running_swtpm(root / "b", pcr_banks="sha256", ek_cert=True) as b,
     ):
         yield a, b
-
-
-def ak_pem(tpm: Swtpm) -> bytes:
-    """The operator's enrolment step: the AK that ``python -m cmcp_sidecar.attest.tpm ak``
-    prints."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "cmcp_sidecar.attest.tpm", "ak", "--tcti", tpm.tcti],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    assert proc.stdout.startswith(b"# AK: default ECC P-256 AK template")
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,15 @@ class GpuCcProvider(AttestationProvider):
                 self.context.registry,
                 options=self.context.all_options,
             )
+            if self.cpu.evidence_type == "software":
+                await self.cpu.aclose()
+                self.cpu = None
+                raise AttestationError(
+                    self.name,
+                    "GPU evidence must accompany hardware CPU evidence, not software-only",
+                    code="attestation.gpu_needs_cpu_tee",
+                    hint="run in a confidential VM (SEV-SNP, TDX) or on a TPM",
+                )
             self.evidence_type, self.platform = self.cpu.evidence_type, self.cpu.platform
         return Probe(True, f"GPU {self.index} in CC mode, with {self.cpu.name} CPU evidence")
 
