@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cmcp_sidecar.attest import AttestationError, ProviderContext, default_registry
+from cmcp_sidecar.attest import (
+    AttestationError,
+    AttestationProvider,
+    Attestor,
+    Evidence,
+    Probe,
+    ProviderContext,
+    SigningIdentity,
+    default_registry,
+)
 from cmcp_sidecar.attest.gpu import GpuCcProvider
 from cmcp_verifier.binding import binding_digest
 from cmcp_verifier.canonical import canonical_bytes
@@ -160,3 +169,46 @@ def test_options_are_validated(cpu: dict[str, Any]) -> None:
     for bad in ({"cpu": "gpu-cc"}, {"device_index": -1}, {"cpu": 3}):
         with pytest.raises(AttestationError):
             gpu_provider(cpu, **bad)
+
+
+class _Composite(AttestationProvider):
+    """Reports nested members the way gpu-cc does (a stand-in: no hardware behind it)."""
+
+    name = "test-composite"
+    evidence_type = "software"
+    platform = "software-only"
+
+    def __init__(self) -> None:
+        self.measured: list[str] = []
+
+    async def probe(self) -> Probe:
+        return Probe(True, "stand-in")
+
+    async def measure_bundle(self, bundle_hash: str) -> None:
+        self.measured.append(bundle_hash)
+
+    async def collect(self, report_data: bytes) -> Evidence:
+        return Evidence(
+            members={"report": b"\x01", "gpu": {"report": b"\x02", "certs": b"\x03"}},
+            measurement="sha256:" + "00" * 32,
+            report_data=report_data,
+            collected_at=0,
+        )
+
+
+async def test_attestor_measures_the_bundle_and_nests_accompanying_members() -> None:
+    provider = _Composite()
+    attestor = Attestor(
+        provider,
+        SigningIdentity.generate(),
+        bundle_hash=BUNDLE,
+        catalog_hash=CATALOG,
+        validity_seconds=60,
+    )
+    await attestor.start()
+    try:
+        member = attestor.current.claim_member(stale=False)
+    finally:
+        await attestor.close()
+    assert provider.measured == [BUNDLE]
+    assert member["evidence"] == {"gpu": {"certs": "Aw", "report": "Ag"}, "report": "AQ"}
