@@ -7,20 +7,25 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.claim import sign_claim
+from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.report import Report, Status
 
 from ..tpm_fixtures import Swtpm
+from ..verifier.claimfactory import make_claim
 from .trailkit import Trail, call
 
 
@@ -100,3 +105,40 @@ def status(report: Report, name: str) -> Status | None:
 
 def failed(report: Report) -> set[str]:
     return {c.name for c in report.failures}
+
+
+@asynccontextmanager
+async def loopback(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _encode(members: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: b64url_encode(v) if isinstance(v, bytes) else _encode(v) for k, v in members.items()}
+
+
+def claim_with(
+    kind: str,
+    platform: str,
+    members: Mapping[str, Any],
+    measurement: str,
+    key: Ed25519PrivateKey | None = None,
+) -> bytes:
+    """A claim (tests/verifier/claimfactory.py) resting on evidence collected by a provider
+    without the attestor — for evidence the attestor would refuse (another machine's report).
+    With ``key`` the claim's binding is the one computed for that key."""
+
+    def mutate(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
+        trace["runtime"].update(platform=platform, measurement=measurement)
+        gateway["attestation"].update(type=kind, evidence=_encode(members))
+
+    claim, _ = make_claim(key, mutate=mutate)
+    return canonical_bytes(claim)

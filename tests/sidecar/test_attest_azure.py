@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cmcp_sidecar.attest import AttestationError, select_provider
 from cmcp_sidecar.attest.azure import AzureCvmProvider
 from cmcp_verifier.binding import binding_digest, report_data
-from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.evidence.tpm_structures import parse_tpms_attest
 from cmcp_verifier.keys import jwk_thumbprint, public_jwk
@@ -31,8 +30,8 @@ from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..conftest import EVIDENCE
 from ..tpm_fixtures import Swtpm, running_swtpm
-from ..verifier.claimfactory import BUNDLE, CATALOG, make_claim
-from .attestkit import failed, status
+from ..verifier.claimfactory import BUNDLE, CATALOG
+from .attestkit import claim_with, failed, loopback, status
 
 pytestmark = pytest.mark.tpm
 
@@ -81,27 +80,8 @@ async def imds(**routes: Any) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]
     app = web.Application()
     app.router.add_get("/metadata/THIM/amd/certification", routes.get("thim", thim))
     app.router.add_post("/acc/tdquote", routes.get("tdquote", tdquote))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", requests
-    finally:
-        await runner.cleanup()
-
-
-def claim_with(evidence: Any, platform: str) -> bytes:
-    def mutate(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
-        trace["runtime"].update(platform=platform, measurement=evidence.measurement)
-        gateway["attestation"]["type"] = "azure-cvm"
-        gateway["attestation"]["evidence"] = {
-            k: b64url_encode(v) for k, v in evidence.members.items()
-        }
-
-    claim, _ = make_claim(KEY, mutate=mutate)
-    return canonical_bytes(claim)
+    async with loopback(app) as url:
+        yield url, requests
 
 
 async def collect(tpm: Swtpm, hcl: str, url: str) -> Any:
@@ -123,7 +103,10 @@ async def test_snp_cvm_evidence(vtpm: Swtpm) -> None:
     assert set(members) == {"hcl_report", "quote", "signature", "pcrs", "vcek", "chain"}
     assert parse_tpms_attest(members["quote"]).extra_data == BINDING
     assert evidence.report_data == BINDING
-    report = verify_claim(claim_with(evidence, "azure-cvm-sev-snp"), ClaimPolicy())
+    report = verify_claim(
+        claim_with("azure-cvm", "azure-cvm-sev-snp", evidence.members, evidence.measurement, KEY),
+        ClaimPolicy(),
+    )
     for name in (
         "azure-cvm.snp.report.signature",
         "azure-cvm.snp.cert.chain",
@@ -152,7 +135,10 @@ async def test_tdx_cvm_evidence(vtpm: Swtpm) -> None:
     assert requests == [{"report": b64url_encode(hcl[0x20 : 0x20 + 1024])}]
     assert evidence.members["td_quote"] == (AZ / "tdx" / "td-quote.bin").read_bytes()
     assert provider.platform == "intel-tdx"
-    report = verify_claim(claim_with(evidence, "intel-tdx"), ClaimPolicy())
+    report = verify_claim(
+        claim_with("azure-cvm", "intel-tdx", evidence.members, evidence.measurement, KEY),
+        ClaimPolicy(),
+    )
     for name in (
         "azure-cvm.tdx.quote.signature",
         "azure-cvm.hcl.td_report",

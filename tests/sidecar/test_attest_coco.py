@@ -18,14 +18,11 @@ from aiohttp import web
 from cmcp_sidecar.attest import AttestationError, select_provider
 from cmcp_sidecar.attest.coco import CocoProvider, parse_reply
 from cmcp_verifier.binding import evidence_carries_binding, hex_report_data
-from cmcp_verifier.canonical import canonical_bytes
-from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.report import Status
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..conftest import EVIDENCE
-from ..verifier.claimfactory import make_claim
-from .attestkit import failed, status
+from .attestkit import claim_with, failed, loopback, status
 
 BINDING = bytes(range(32))
 TDX_QUOTE = (EVIDENCE / "tdx" / "gcp-cos-ccel.quote.dat").read_bytes()
@@ -62,15 +59,8 @@ async def agent(
 
     app = web.Application()
     app.router.add_get("/aa/evidence", evidence)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/aa/evidence", seen
-    finally:
-        await runner.cleanup()
+    async with loopback(app) as url:
+        yield f"{url}/aa/evidence", seen
 
 
 async def collect(body: bytes) -> tuple[CocoProvider, Any, list[str]]:
@@ -80,24 +70,14 @@ async def collect(body: bytes) -> tuple[CocoProvider, Any, list[str]]:
         return provider, await provider.collect(BINDING), seen
 
 
-def claim_with(evidence: Any, platform: str) -> bytes:
-    def mutate(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
-        trace["runtime"].update(platform=platform, measurement=evidence.measurement)
-        gateway["attestation"]["type"] = "coco"
-        gateway["attestation"]["evidence"] = {
-            k: b64url_encode(v) for k, v in evidence.members.items()
-        }
-
-    claim, _ = make_claim(mutate=mutate)
-    return canonical_bytes(claim)
-
-
 async def test_tdx_evidence_from_the_agent() -> None:
     provider, evidence, seen = await collect(json.dumps(tdx_reply()).encode())
     assert seen[-1] == BINDING.hex()  # runtime data: the binding as 64 hex digits
     assert evidence.members == {"quote": TDX_QUOTE, "event_log": CCEL}
     assert provider.platform == "intel-tdx" and evidence.facts["tee"] == "tdx"
-    report = verify_claim(claim_with(evidence, "intel-tdx"), ClaimPolicy())
+    report = verify_claim(
+        claim_with("coco", "intel-tdx", evidence.members, evidence.measurement), ClaimPolicy()
+    )
     for name in ("coco.tdx.quote.signature", "coco.tdx.pck.chain", "runtime.platform"):
         assert status(report, name) is Status.PASS, name
     assert failed(report) == {"attestation.report_data"}
@@ -108,7 +88,9 @@ async def test_snp_evidence_from_the_agent_in_the_list_form() -> None:
     provider, evidence, _ = await collect(body)
     assert evidence.members == {"report": SNP_REPORT, "vcek": SNP_VCEK}
     assert provider.platform == "amd-sev-snp"
-    report = verify_claim(claim_with(evidence, "amd-sev-snp"), ClaimPolicy())
+    report = verify_claim(
+        claim_with("coco", "amd-sev-snp", evidence.members, evidence.measurement), ClaimPolicy()
+    )
     for name in ("coco.report.signature", "coco.cert.chain"):
         assert status(report, name) is Status.PASS, name
     assert failed(report) == {"attestation.report_data"}
@@ -116,7 +98,9 @@ async def test_snp_evidence_from_the_agent_in_the_list_form() -> None:
 
 async def test_claim_platform_must_be_the_underlying_tees() -> None:
     _, evidence, _ = await collect(json.dumps(tdx_reply()).encode())
-    report = verify_claim(claim_with(evidence, "amd-sev-snp"), ClaimPolicy())
+    report = verify_claim(
+        claim_with("coco", "amd-sev-snp", evidence.members, evidence.measurement), ClaimPolicy()
+    )
     assert "runtime.platform" in failed(report)
 
 

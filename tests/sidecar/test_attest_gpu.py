@@ -23,8 +23,6 @@ from cmcp_sidecar.attest import (
 )
 from cmcp_sidecar.attest.gpu import GpuCcProvider
 from cmcp_verifier.binding import binding_digest
-from cmcp_verifier.canonical import canonical_bytes
-from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.evidence import EvidencePolicy
 from cmcp_verifier.keys import jwk_thumbprint, public_jwk
 from cmcp_verifier.report import Status
@@ -33,8 +31,8 @@ from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..conftest import EVIDENCE
 from ..tpm_fixtures import running_swtpm
-from ..verifier.claimfactory import BUNDLE, CATALOG, make_claim
-from .attestkit import AkCa, ak_pem, failed, status
+from ..verifier.claimfactory import BUNDLE, CATALOG
+from .attestkit import AkCa, ak_pem, claim_with, failed, status
 from .nvml_standin import NvmlStandIn
 
 pytestmark = pytest.mark.tpm
@@ -112,16 +110,9 @@ async def test_composite_claim_is_verified_as_a_whole(cpu: dict[str, Any]) -> No
     finally:
         await provider.aclose()
 
-    def mutate(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
-        trace["runtime"].update(platform="tpm2", measurement=evidence.measurement)
-        members: dict[str, Any] = {k: b64url_encode(v) for k, v in evidence.members.items()}  # type: ignore[arg-type]
-        members["gpu"] = {k: b64url_encode(v) for k, v in gpu.items()}
-        gateway["attestation"].update(type="tpm", evidence=members)
-
-    claim, _ = make_claim(KEY, mutate=mutate)
-    report = verify_claim(
-        canonical_bytes(claim), ClaimPolicy(evidence=EvidencePolicy(roots_dir=cpu["roots"]))
-    )
+    members = {**evidence.members, "gpu": gpu}
+    claim = claim_with("tpm", "tpm2", members, evidence.measurement, KEY)
+    report = verify_claim(claim, ClaimPolicy(evidence=EvidencePolicy(roots_dir=cpu["roots"])))
     for name in (
         "tpm.quote.signature",
         "attestation.report_data",

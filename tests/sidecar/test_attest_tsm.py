@@ -19,17 +19,14 @@ from cmcp_sidecar.attest.configfs_tsm import _os_error
 from cmcp_sidecar.attest.sevsnp import SevSnpProvider
 from cmcp_sidecar.attest.tdx import TdxProvider
 from cmcp_verifier.binding import report_data
-from cmcp_verifier.canonical import canonical_bytes
-from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.evidence.sevsnp import CERT_TABLE_GUIDS
 from cmcp_verifier.report import Status
 from cmcp_verifier.roots import root_certificates
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..conftest import EVIDENCE
-from ..verifier.claimfactory import make_claim
 from ..verifier.snpfactory import make_cert_table
-from .attestkit import failed, status
+from .attestkit import claim_with, failed, status
 from .trailkit import BUNDLE, CATALOG
 from .tsm_standin import FakeTsmKernel
 
@@ -56,18 +53,6 @@ def milan_cert_table() -> bytes:
 
 def snp_kernel(root: Path, **kw: Any) -> FakeTsmKernel:
     return FakeTsmKernel(root, "sev_guest", SNP_REPORT, kw.pop("auxblob", milan_cert_table()), **kw)
-
-
-def claim_with(kind: str, platform: str, evidence: dict[str, bytes], measurement: str) -> bytes:
-    """A claim (made as the gateway makes them) resting on ``evidence``."""
-
-    def mutate(trace: dict[str, Any], gateway: dict[str, Any]) -> None:
-        trace["runtime"].update(platform=platform, measurement=measurement)
-        gateway["attestation"]["type"] = kind
-        gateway["attestation"]["evidence"] = {k: b64url_encode(v) for k, v in evidence.items()}
-
-    claim, _ = make_claim(mutate=mutate)
-    return canonical_bytes(claim)
 
 
 async def test_snp_report_is_passed_on_untouched(tmp_path: Path) -> None:
@@ -100,7 +85,7 @@ async def test_attestor_refuses_a_report_without_the_binding(tmp_path: Path) -> 
 async def test_verifier_accepts_the_hardware_and_rejects_the_binding(tmp_path: Path) -> None:
     with snp_kernel(tmp_path / "report").running():
         evidence = await SevSnpProvider({"report_dir": str(tmp_path / "report")}).collect(BINDING)
-    claim = claim_with("sev-snp", "amd-sev-snp", dict(evidence.members), evidence.measurement)  # type: ignore[arg-type]
+    claim = claim_with("sev-snp", "amd-sev-snp", evidence.members, evidence.measurement)
     report = verify_claim(claim, ClaimPolicy())
     for name in ("sev-snp.report.signature", "sev-snp.cert.chain", "sev-snp.cert.tcb"):
         assert status(report, name) is Status.PASS, name
@@ -129,7 +114,7 @@ async def test_tdx_quote_and_ccel_are_passed_on(tmp_path: Path) -> None:
     assert kernel.inblobs[-1] == report_data(BINDING)
     assert evidence.members["quote"] == quote
     assert set(evidence.members) == {"quote", "event_log", "acpi_table"}
-    claim = claim_with("tdx", "intel-tdx", dict(evidence.members), evidence.measurement)  # type: ignore[arg-type]
+    claim = claim_with("tdx", "intel-tdx", evidence.members, evidence.measurement)
     report = verify_claim(claim, ClaimPolicy())
     for name in ("tdx.tdx.quote.signature", "tdx.tdx.pck.chain", "tdx.tdx.ccel"):
         assert status(report, name) is Status.PASS, name

@@ -74,6 +74,10 @@ class FakeTsmKernel:
                         continue  # nobody is reading it now (or it does not exist)
                     raise
                 try:
+                    # A fresh pipe at the same path before answering: the reader holding this
+                    # one gets exactly one answer, the next read of the file the next one.
+                    os.unlink(fifo)
+                    os.mkfifo(fifo)
                     os.set_blocking(fd, True)
                     os.write(fd, self._content(entry, name))
                 finally:

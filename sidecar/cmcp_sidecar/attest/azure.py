@@ -46,7 +46,7 @@ from cmcp_verifier.evidence.tpm_pcrs import pcrs_to_json
 from .base import AttestationError, AttestationProvider, Evidence, Probe
 from .registry import ProviderContext, register_builtin
 from .tpm import DEFAULT_TCTI, ENV_TCTI
-from .tpm_device import AZURE_AK_HANDLE, Ak, TpmDevice, TpmError
+from .tpm_device import AZURE_AK_HANDLE, Ak, TpmDevice, TpmError, in_thread
 
 HCL_REPORT_NV = 0x01400001
 USER_DATA_NV = 0x01400002
@@ -100,15 +100,13 @@ class AzureCvmProvider(AttestationProvider):
         )
 
     async def probe(self) -> Probe:
-        await asyncio.to_thread(self._tpm, self._prepare)
+        await in_thread(self.name, self._prepare)
         return Probe(
             True, f"Azure vTPM at {self.device.tcti}: HCL report, AK 0x{self.ak_handle:08x}"
         )
 
     async def collect(self, report_data_: bytes) -> Evidence:
-        hcl_raw, quote, signature, pcrs = await asyncio.to_thread(
-            self._tpm, self._read, report_data_
-        )
+        hcl_raw, quote, signature, pcrs = await in_thread(self.name, self._read, report_data_)
         try:
             hcl = HclReport.parse(hcl_raw)
         except CmcpError as exc:
@@ -150,14 +148,6 @@ class AzureCvmProvider(AttestationProvider):
         await asyncio.to_thread(self.device.close)
 
     # -- vTPM (worker thread) --------------------------------------------------------------------
-
-    def _tpm(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except TpmError as exc:
-            raise AttestationError(
-                self.name, str(exc), hint=exc.hint, code="attestation.device"
-            ) from None
 
     def _prepare(self) -> Ak:
         if self._ak is None:

@@ -23,8 +23,6 @@ Options (``attestation.coco``): ``url`` (default ``http://127.0.0.1:8006/aa/evid
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +32,7 @@ import aiohttp
 from cmcp_verifier.binding import hex_report_data
 from cmcp_verifier.canonical import parse_json
 from cmcp_verifier.errors import CmcpError
+from cmcp_verifier.evidence._common import json_bytes
 from cmcp_verifier.evidence.sevsnp import PLATFORM as SNP_PLATFORM
 from cmcp_verifier.evidence.sevsnp import SnpReport
 from cmcp_verifier.evidence.tdx import PLATFORM as TDX_PLATFORM
@@ -192,17 +191,10 @@ def _snp_members(doc: dict[str, Any]) -> dict[str, bytes]:
 
 
 def _bytes(value: Any, what: str) -> bytes:
-    if isinstance(value, list) and all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value
-    ):
-        return bytes(value)
-    if isinstance(value, str):
-        text = value.strip().replace("-", "+").replace("_", "/")
-        try:
-            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    raise Malformed(f"{what} is neither base64 nor a byte array")
+    try:
+        return json_bytes(value, what)
+    except CmcpError as exc:
+        raise Malformed(exc.message) from None
 
 
 def _factory(context: ProviderContext) -> CocoProvider:

@@ -24,6 +24,7 @@ import errno
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def get_report(
 
 
 @contextlib.contextmanager
-def _entry(root: Path):  # type: ignore[no-untyped-def]  # Iterator[Path]
+def _entry(root: Path) -> Iterator[Path]:
     entry = root / f"cmcp-{os.getpid()}-{secrets.token_hex(6)}"
     try:
         os.mkdir(entry)

@@ -52,7 +52,7 @@ from cmcp_verifier.evidence.tpm_structures import HASH_BY_NAME
 
 from .base import AttestationError, AttestationProvider, Evidence, Probe
 from .registry import ProviderContext, register_builtin
-from .tpm_device import Ak, TpmDevice, TpmError
+from .tpm_device import Ak, TpmDevice, TpmError, in_thread
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 ENV_TCTI = "CMCP_TPM_TCTI"
@@ -175,37 +175,29 @@ class TpmProvider(AttestationProvider):
         self._measured: str | None = None
 
     async def probe(self) -> Probe:
-        ak = await asyncio.to_thread(self._prepare)
+        ak = await in_thread(self.name, self._prepare)
         return Probe(True, f"TPM at {self.settings.tcti}, AK: {ak.source}")
 
     async def measure_bundle(self, bundle_hash: str) -> None:
         index = self.settings.bundle_nv_index
         if index is None or bundle_hash == self._measured:
             return
-        await asyncio.to_thread(self._call, self._measure, index, bundle_hash)
+        await in_thread(self.name, self._measure, index, bundle_hash)
         self._measured = bundle_hash
 
     async def collect(self, report_data: bytes) -> Evidence:
-        return await asyncio.to_thread(self._call, self._collect, report_data)
+        return await in_thread(self.name, self._collect, report_data)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._release)
 
     # -- blocking work (worker thread) -----------------------------------------------------------
 
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except TpmError as exc:
-            raise AttestationError(
-                self.name, str(exc), hint=exc.hint, code="attestation.device"
-            ) from None
-
     def _prepare(self) -> Ak:
         if self._ak is None:
             cert = self._read_file(self.settings.ak_cert, "ak_cert")
             self._chain = self._read_file(self.settings.ak_chain, "ak_chain", der=False)
-            ak = self._call(self.device.load_ak, self.settings.ak_handle, cert)
+            ak = self.device.load_ak(self.settings.ak_handle, cert)
             if ak.certificate is None:
                 self.device.release(ak)
                 raise AttestationError(

@@ -20,16 +20,20 @@ Attestation keys (:meth:`TpmDevice.load_ak`), in this order:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
+from .base import AttestationError
+
+T = TypeVar("T")
 AZURE_AK_CERT_NV = 0x01C101D0
 AZURE_AK_HANDLE = 0x81000003
 GCE_AK_CERT_NV = {"ecc": 0x01C10002, "rsa": 0x01C10000}
@@ -65,6 +69,17 @@ class SignedAttest:
 
     attest: bytes
     signature: bytes
+
+
+async def in_thread(provider: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread; a :class:`TpmError` becomes ``provider``'s
+    AttestationError (code ``attestation.device``) with the same hint."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except TpmError as exc:
+        raise AttestationError(
+            provider, str(exc), hint=exc.hint, code="attestation.device"
+        ) from None
 
 
 def _pytss() -> Any:

@@ -44,8 +44,6 @@ CoCo attestation agent and trustee use (``az-snp-vtpm`` / ``az-tdx-vtpm`` versio
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import hashlib
 import hmac
 import struct
@@ -56,7 +54,7 @@ from ..canonical import parse_json
 from ..digests import b64url_decode
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import load_certificate, load_certificates, read_input
+from ._common import json_bytes, load_certificate, load_certificates, read_input
 from .sevsnp import SnpReport, verify_snp_report
 from .tdx import TdxCollateral, verify_td_quote
 from .tdx_quote import TdQuote, parse_quote
@@ -333,31 +331,6 @@ def _check_ak(hcl: HclReport, report: EvidenceReport) -> AkPublic | None:
 # --- input forms -------------------------------------------------------------------------------
 
 
-def _b64(value: Any, what: str) -> bytes:
-    """Standard or URL-safe base64, padded or not."""
-    if not isinstance(value, str):
-        raise InputError(f"{what} must be a base64 string", code="azure-cvm.format")
-    text = value.strip().replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{what} is not base64", code="azure-cvm.format") from None
-
-
-def _blob(value: Any, what: str, *, text: str = "b64") -> bytes:
-    """Bytes given as a JSON array of integers, hex text or base64 text."""
-    if isinstance(value, list):
-        if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
-            raise InputError(f"{what} must be a list of bytes", code="azure-cvm.format")
-        return bytes(value)
-    if text == "hex" and isinstance(value, str):
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise InputError(f"{what} is not hex", code="azure-cvm.format") from None
-    return _b64(value, what)
-
-
 def evidence_from_json(data: bytes) -> AzureEvidence:
     """The CoCo/trustee ``az-snp-vtpm`` / ``az-tdx-vtpm`` evidence JSON (versions 0-2)."""
     doc = parse_json(data, what="Azure evidence")
@@ -370,14 +343,16 @@ def evidence_from_json(data: bytes) -> AzureEvidence:
     pcrs = quote.get("pcrs")
     values = None
     if isinstance(pcrs, list):
-        values = {SHA256_BANK: {i: _blob(v, f"pcr {i}", text="hex") for i, v in enumerate(pcrs)}}
+        values = {
+            SHA256_BANK: {i: json_bytes(v, f"pcr {i}", text="hex") for i, v in enumerate(pcrs)}
+        }
     hcl = doc.get("hcl_report", doc.get("report"))
     vcek = doc.get("vcek")
     td_quote = doc.get("td_quote")
     return AzureEvidence(
-        hcl_report=_blob(hcl, "hcl_report"),
-        quote=_blob(quote.get("message"), "tpm_quote.message", text=text),
-        signature=_blob(quote.get("signature"), "tpm_quote.signature", text=text),
+        hcl_report=json_bytes(hcl, "hcl_report"),
+        quote=json_bytes(quote.get("message"), "tpm_quote.message", text=text),
+        signature=json_bytes(quote.get("signature"), "tpm_quote.signature", text=text),
         pcrs=values,
         vcek=vcek.encode() if isinstance(vcek, str) and "BEGIN" in vcek else _opt(vcek, "vcek"),
         td_quote=_opt(td_quote, "td_quote"),
@@ -385,7 +360,7 @@ def evidence_from_json(data: bytes) -> AzureEvidence:
 
 
 def _opt(value: Any, what: str) -> bytes | None:
-    return None if value is None else _blob(value, what)
+    return None if value is None else json_bytes(value, what)
 
 
 def evidence_from_embedded(evidence: dict[str, Any]) -> AzureEvidence:
