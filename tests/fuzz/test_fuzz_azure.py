@@ -32,6 +32,7 @@ TD_UNVERIFIABLE = range(0x20 + 16, 0x20 + 32), range(0x20 + 224, 0x20 + 256)
 
 
 def _touches_only_unverifiable(kind: str, original: bytes, changed: bytes) -> bool:
+    original, changed = original.rstrip(b"\0"), changed.rstrip(b"\0")  # padding is no content
     if len(original) != len(changed):
         return False
     free = (HCL_VERSION, *TD_UNVERIFIABLE) if kind == "tdx" else (HCL_VERSION,)
