@@ -13,7 +13,7 @@ import pytest
 
 from cmcp_sidecar.attest import AttestationError, select_provider
 from cmcp_sidecar.attest.tpm import BUNDLE_NV_INDEX, TpmProvider, TpmSettings
-from cmcp_verifier.digests import b64url_encode, sha256_digest
+from cmcp_verifier.digests import b64url_decode, b64url_encode, sha256_digest
 from cmcp_verifier.evidence import EvidencePolicy
 from cmcp_verifier.report import Status
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
@@ -209,3 +209,30 @@ def _extend_attributes() -> int:
     from cmcp_sidecar.attest.tpm import _nv_extend_attributes
 
     return _nv_extend_attributes()
+
+
+async def test_tampered_bundle_record_is_rejected(
+    tpms: tuple[Swtpm, Swtpm], enrolled: Any, tmp_path: Path
+) -> None:
+    a, _ = tpms
+    async with trail(tmp_path, provider=provider(a, enrolled["cert_a"])) as t:
+        claim = await session_claim(t)
+
+        def drop_signature(env: dict[str, Any]) -> None:
+            del env["gateway"]["attestation"]["evidence"]["bundle_nv_signature"]
+
+        def ordinary_index(env: dict[str, Any]) -> None:
+            ev = env["gateway"]["attestation"]["evidence"]
+            public = bytearray(b64url_decode(ev["bundle_nv_public"]))
+            public[2 + 6 + 3] &= 0x0F  # TPMA_NV bits 4-7: TPM_NT_ORDINARY instead of EXTEND
+            ev["bundle_nv_public"] = b64url_encode(bytes(public))
+
+        def stale_certification(env: dict[str, Any]) -> None:
+            ev = env["gateway"]["attestation"]["evidence"]
+            attest = bytearray(b64url_decode(ev["bundle_nv_attest"]))
+            attest[-1] ^= 1  # the certified contents
+            ev["bundle_nv_attest"] = b64url_encode(bytes(attest))
+
+        for change in (drop_signature, ordinary_index, stale_certification):
+            report = verify_claim(resign(claim, t, change), policy(enrolled))
+            assert failed(report) == {"tpm.bundle_nv"}, change.__name__
