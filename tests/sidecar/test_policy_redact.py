@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-from mcp import types
 from mcp.server.mcpserver import Audio, Image, MCPServer
 from pydantic import BaseModel
 
 from cmcp_sidecar.policy import MARKER, redact_arguments, redact_result
 from cmcp_verifier.obligations import RedactionPlan, obligations_of
+from mcp import types
 
 SSN = "123-45-6789"
 
