@@ -5,6 +5,8 @@ quote, a replayed nonce, a bundle the TPM did not record, an AK certificate of a
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ from cmcp_verifier.evidence import EvidencePolicy
 from cmcp_verifier.report import Status
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
+from ..mcp.peers import REPO
 from ..tpm_fixtures import Swtpm, running_swtpm
 from .attestkit import AkCa, ak_pem, failed, resign, session_claim, status
+from .test_cli import write_config
 from .trailkit import BUNDLE, trail
 
 pytestmark = pytest.mark.tpm
@@ -236,3 +240,43 @@ async def test_tampered_bundle_record_is_rejected(
         for change in (drop_signature, ordinary_index, stale_certification):
             report = verify_claim(resign(claim, t, change), policy(enrolled))
             assert failed(report) == {"tpm.bundle_nv"}, change.__name__
+
+
+def _start(cfg: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "cmcp"), "start", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **env},
+        timeout=60,
+    )
+
+
+def test_cmcp_start_refuses_when_the_tpm_is_unreachable(tmp_path: Path) -> None:
+    """``cmcp start`` with ``provider: tpm`` and no TPM: no server, one error naming the
+    provider, the cause and the fix — also in dev mode (a named provider never falls back)."""
+    cfg = write_config(
+        tmp_path,
+        "attestation: {provider: tpm, tpm: {tcti: 'swtpm:host=127.0.0.1,port=1'}}\n"
+        "catalog_path: null\nupstreams: [{name: a, url: 'http://127.0.0.1:9/mcp'}]\n",
+    )
+    for env in ({}, {"CMCP_DEV_MODE": "1"}):
+        proc = _start(cfg, **env)
+        assert proc.returncode == 1, proc.stderr
+        first, *rest = proc.stderr.splitlines()
+        assert first.startswith("error[attestation.unavailable]: attestation provider 'tpm'")
+        assert "cannot open TPM 'swtpm:host=127.0.0.1,port=1'" in first
+        assert any("CMCP_TPM_TCTI" in line and "never falls back" in line for line in rest)
+
+
+def test_cmcp_start_refuses_an_uncertified_ak(tpms: tuple[Swtpm, Swtpm], tmp_path: Path) -> None:
+    a, _ = tpms
+    cfg = write_config(
+        tmp_path,
+        "attestation: {provider: tpm}\n"
+        "catalog_path: null\nupstreams: [{name: a, url: 'http://127.0.0.1:9/mcp'}]\n",
+    )
+    proc = _start(cfg, CMCP_TPM_TCTI=a.tcti)
+    assert proc.returncode == 1
+    assert "no certificate for the attestation key" in proc.stderr
+    assert "attestation.tpm.ak_cert" in proc.stderr
