@@ -46,6 +46,7 @@ SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CLAIM_KEY = "claim.json"
 MARKERS = ".published"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,10 @@ def label_value(text: str) -> str:
 def object_name(pod: str, claim: str) -> str:
     """The ConfigMap name of a pod's claim: deterministic, a valid DNS subdomain."""
     name = f"claim-{pod}-{claim}"
-    if len(name) > 253:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-        name = f"{name[:240].rstrip('-.')}-{digest}"
-    return name
+    if len(name) <= 253 and _SUBDOMAIN.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^a-z0-9]+', '-', name)[:240].strip('-')}-{digest}"
 
 
 class KubernetesConfigMapSink:
