@@ -268,11 +268,10 @@ class Kube:
             raise
         return True
 
-    async def delete(self, path: str, *, precondition_uid: str | None = None) -> bool:
+    async def delete(self, path: str) -> bool:
         """Delete; False when it was already gone."""
-        body = {"preconditions": {"uid": precondition_uid}} if precondition_uid else None
         try:
-            await self.request("DELETE", path, body=body)
+            await self.request("DELETE", path)
         except ApiError as exc:
             if exc.not_found:
                 return False

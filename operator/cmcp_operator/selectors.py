@@ -1,4 +1,4 @@
-"""Label selectors: matching (client side, over cached workloads) and rendering."""
+"""Label selectors, matched client side over the cached workloads."""
 
 from __future__ import annotations
 
@@ -24,17 +24,3 @@ def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
         if expr.operator == "DoesNotExist" and present:
             return False
     return True
-
-
-def render(selector: LabelSelector) -> str:
-    """The ``labelSelector`` query string form."""
-    parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
-    for expr in selector.match_expressions:
-        if expr.operator in ("In", "NotIn"):
-            op = "in" if expr.operator == "In" else "notin"
-            parts.append(f"{expr.key} {op} ({','.join(expr.values or [])})")
-        elif expr.operator == "Exists":
-            parts.append(expr.key)
-        else:
-            parts.append(f"!{expr.key}")
-    return ",".join(parts)
