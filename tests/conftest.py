@@ -13,13 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _find_evidence() -> Path:
-    """``../shared/evidence`` of the checkout (worktrees may sit deeper), or $CMCP_EVIDENCE_DIR."""
+    """$CMCP_EVIDENCE_DIR, else the copy of ../shared/evidence kept in tests/data/evidence."""
     if "CMCP_EVIDENCE_DIR" in os.environ:
         return Path(os.environ["CMCP_EVIDENCE_DIR"])
-    for parent in REPO.parents:
-        if (parent / "shared" / "evidence").is_dir():
-            return parent / "shared" / "evidence"
-    return REPO.parent / "shared" / "evidence"
+    return REPO / "tests" / "data" / "evidence"
 
 
 EVIDENCE = _find_evidence()
@@ -27,7 +24,7 @@ EVIDENCE = _find_evidence()
 
 @pytest.fixture(scope="session")
 def evidence_dir() -> Path:
-    """The real hardware evidence of ../shared/evidence (see its EXPECTED.md)."""
+    """The real hardware evidence (tests/data/evidence, see its EXPECTED.md and LICENSES.md)."""
     if not EVIDENCE.is_dir():
         pytest.fail(f"evidence directory {EVIDENCE} missing; set CMCP_EVIDENCE_DIR")
     return EVIDENCE
