@@ -1,6 +1,10 @@
-"""canonical_bytes' fast path (C ``json`` encoder) gives exactly RFC 8785 (``rfc8785.dumps``).
+"""The hot path's fast paths give exactly what the strict paths give.
 
-The reference is the strict path alone: ``check_canonicalizable`` then ``rfc8785.dumps``.
+* ``canonical_bytes``' fast path (C ``json`` encoder) is RFC 8785 (``rfc8785.dumps``);
+* ``strict_loads``' fast path (C ``json`` decoder with hooks) parses as ``parse_json``.
+
+The canonical reference is the strict path alone: ``check_canonicalizable`` then
+``rfc8785.dumps``.
 For every generated value both must return the same bytes, or both raise an
 :class:`InputError` with the same code. The strategies aim at where JSON encoders differ:
 control characters and escapes, non-ASCII and non-BMP text (in keys: RFC 8785 sorts keys by
@@ -10,6 +14,7 @@ the built-in types and deep nesting.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -18,8 +23,9 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cmcp_sidecar.mcp.jsonrpc import strict_loads
 from cmcp_verifier import canonical
-from cmcp_verifier.canonical import MAX_DEPTH, canonical_bytes, check_canonicalizable
+from cmcp_verifier.canonical import MAX_DEPTH, canonical_bytes, check_canonicalizable, parse_json
 from cmcp_verifier.errors import InputError
 
 from ._settings import fuzz_settings
@@ -185,3 +191,54 @@ def test_cycles_are_refused() -> None:
     limit = sys.getrecursionlimit()
     assert outcome(canonical_bytes, loop, False) == ("error", "json.depth")
     assert sys.getrecursionlimit() == limit
+
+
+# -- strict_loads ---------------------------------------------------------------------------
+
+_numbers = st.one_of(
+    st.integers().map(str),
+    st.integers(-SAFE - 3, SAFE + 3).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["1e400", "-1E+308", "1.5e-999", "0.1e99", "1E2", "-0", "0.0", "1e05"]),
+)
+_json_fragments = st.recursive(
+    st.one_of(
+        _numbers,
+        st.sampled_from(["true", "false", "null", "NaN", "Infinity", "-Infinity"]),
+        _text.map(lambda t: json.dumps(t, ensure_ascii=False)),
+        _text.map(json.dumps),  # \u escapes, lone surrogates among them
+        st.sampled_from(['"\\ud800"', '"\\uDC00x"', '"a\\/b"', '"\\u0041"']),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]"),
+        st.lists(st.tuples(_text.map(json.dumps), children), max_size=4).map(
+            lambda kvs: "{" + ",".join(f"{k}:{v}" for k, v in kvs) + "}"
+        ),
+    ),
+    max_leaves=20,
+)
+
+
+def _parsed(fn: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", repr(fn(data))  # repr: tells -0.0 from 0, 1 from 1.0 and True
+    except InputError as exc:
+        return "error", exc.code
+
+
+def assert_parses_alike(data: bytes) -> None:
+    fast = _parsed(lambda d: strict_loads(d, max_bytes=1 << 20), data)
+    strict = _parsed(lambda d: parse_json(d, allow_floats=True, max_bytes=1 << 20), data)
+    assert fast == strict, data
+
+
+@fuzz_settings
+@given(_json_fragments)
+def test_fast_parse_equals_strict_parse(text: str) -> None:
+    assert_parses_alike(text.encode("utf-8", "surrogatepass"))
+
+
+@fuzz_settings
+@given(st.binary(max_size=64))
+def test_fast_parse_equals_strict_parse_on_any_bytes(data: bytes) -> None:
+    assert_parses_alike(data)
