@@ -6,9 +6,9 @@ with one ``fdatasync`` — per entry (``every``) or per group of entries that ar
 (``batch``: group commit). Only then does it hand the written records back to the event loop.
 A storage error stops the writer for good: every taken and queued entry gets the error.
 
-Hand-offs are the cost that matters on the hot path: entries reach the thread through a
-``queue.SimpleQueue`` (C; a ``put`` wakes the thread only when it is waiting) and come back
-with one ``call_soon_threadsafe`` per write.
+Hand-offs are the cost that matters on the hot path: the entries submitted in one step of
+the event loop go to the thread together, as one item of a ``queue.SimpleQueue`` (one wake-up
+at most), and come back with one ``call_soon_threadsafe`` per write.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class ChainWriter:
         self._max_entries = max_entries if group_commit else 1
         self._max_delay = max_delay_s if group_commit else 0.0
         self._loop, self._deliver, self._fail = loop, deliver, fail
+        self._outbox: list[Pending] = []  # submitted in this loop step (event loop only)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._held: deque[Pending] = deque()  # taken off the queue, not yet written (thread)
         self._stopping = False  # the thread saw _STOP
@@ -94,14 +95,23 @@ class ChainWriter:
             raise self.failure.again()
         if self._closing:
             raise AuditUnavailable("the audit log is closed", code="audit.closed")
-        self._queue.put(pending)
+        if not self._outbox:
+            self._loop.call_soon(self.flush)
+        self._outbox.append(pending)
+
+    def flush(self) -> None:
+        """Hand what this loop step submitted to the thread (on the event loop)."""
+        if self._outbox:
+            self._queue.put(self._outbox)
+            self._outbox = []
 
     def stop(self) -> None:
-        """Write what is queued, then end the thread (blocking: call from a worker thread)."""
+        """Write what is queued, then end the thread (blocking: call from a worker thread
+        after :meth:`flush` on the event loop)."""
         self._closing = True
         self._queue.put(_STOP)
         self._thread.join()
-        late = self._drain_queue()  # only if submit() raced with close: never left hanging
+        late = [p for items in self._drain_queue() for p in items]  # never left hanging
         if late:
             error = self.failure or AuditUnavailable("the audit log is closed", code="audit.closed")
             self._call_loop(self._fail, error, late)
@@ -150,7 +160,7 @@ class ChainWriter:
         if item is _STOP:
             self._stopping = True
         else:
-            self._held.append(item)
+            self._held.extend(item)
 
     def _receive_all(self, items: list[Any]) -> None:
         for item in items:
