@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 import time
 from pathlib import Path
 
@@ -254,15 +252,3 @@ async def test_observers_see_durable_records_in_order_and_cannot_block_appends(
         assert sorted(r.seq for r in results) == list(range(20))
     assert seen == list(range(20))
 
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-async def test_writer_thread_does_not_preempt_the_event_loop(tmp_path: Path) -> None:
-    def policy(tid: int | None) -> int:
-        stat = Path(f"/proc/{os.getpid()}/task/{tid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[38])
-
-    async with await AuditLog.open(tmp_path, instance_id="gw") as log:
-        await log.append(call("s"))
-        writer = next(t for t in threading.enumerate() if t.name == "cmcp-audit-writer")
-        assert policy(writer.native_id) == os.SCHED_BATCH
-        assert policy(threading.main_thread().native_id) == os.SCHED_OTHER

@@ -117,7 +117,6 @@ class ChainWriter:
             self._call_loop(self._fail, error, late)
 
     def _run(self) -> None:
-        _no_wakeup_preemption()
         while batch := self._take():
             try:
                 outcomes = self._write(batch)
@@ -237,14 +236,3 @@ class ChainWriter:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(fn, *args)
 
-
-def _no_wakeup_preemption() -> None:
-    """Run the calling thread as SCHED_BATCH (Linux), best effort.
-
-    A ``put`` that wakes this thread would otherwise let it preempt the event loop on the
-    same CPU — only to find the GIL taken and sleep again: two context switches inside every
-    append (about 100 µs each on a busy 2-vCPU VM, docs/benchmarks.md). A batch thread is not
-    preferred on wakeup; it runs when the loop yields the CPU, and it still gets its fair share.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
