@@ -251,4 +251,3 @@ async def test_observers_see_durable_records_in_order_and_cannot_block_appends(
         results = await asyncio.gather(*(log.append(call("s")) for _ in range(20)))
         assert sorted(r.seq for r in results) == list(range(20))
     assert seen == list(range(20))
-
