@@ -151,18 +151,20 @@ async def sweep(
     cdf: dict[str, dict[int, list[float]]] = {p.name: {} for p in paths}
     floors: list[dict[str, Any]] = []
     for peer in paths:  # warm-up: connections, lazy imports, the catalog review, memo
-        await measure(peer.url, 100, 1)
+        await measure(peer.url, args.warmup, 1)
     for concurrency in args.concurrency:
         floors.append({"concurrency": concurrency, **sync_floor(work, args.sync_samples)})
         lat: dict[str, list[float]] = {p.name: [] for p in paths}
         busy = dict.fromkeys(lat, 0.0)
         cpu = dict.fromkeys(lat, 0.0)
-        per_round = max(concurrency, args.calls // args.rounds)
         for _ in range(args.rounds):
             for peer in paths:
+                calls = args.seed_calls if peer.name == seed.NAME else args.calls
                 own = peer.name != "direct"
                 before = cpu_seconds(peer.pid) if own else 0.0
-                got, elapsed = await measure(peer.url, per_round, concurrency)
+                got, elapsed = await measure(
+                    peer.url, max(concurrency, calls // args.rounds), concurrency
+                )
                 cpu[peer.name] += cpu_seconds(peer.pid) - before if own else 0.0
                 lat[peer.name] += got
                 busy[peer.name] += elapsed
@@ -234,7 +236,7 @@ def verdicts(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[s
         uv8 = get(UVLOOP_HOP, 8, "per_s")
         if uv8:
             out["throughput_c8_vs_uvloop_hop"] = round(gw8 / uv8, 3)
-    seed_name = "cmcp-runtime 0.7.1"
+    seed_name = seed.NAME
     d1, s1, s8 = get("direct", 1, "p50_ms"), get(seed_name, 1, "p50_ms"), get(seed_name, 8, "per_s")
     if d1 is not None and s1 is not None and gw1 is not None:
         ours, theirs = gw1 - d1, s1 - d1
@@ -265,6 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": info,
             "settings": {
                 "calls": args.calls,
+                "seed_calls": args.seed_calls,
                 "rounds": args.rounds,
                 "concurrency": list(args.concurrency),
                 "sync_samples": args.sync_samples,
@@ -298,6 +301,9 @@ def table(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per path and concurrency")
+    parser.add_argument(
+        "--seed-calls", type=int, default=600, help="calls for cmcp-runtime (about 50/s)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--concurrency",
@@ -308,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-seed", action="store_true", help="leave cmcp-runtime out")
     parser.add_argument("--profile-seconds", type=float, default=0)
     parser.add_argument("--sync-samples", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100, help="calls per path before measuring")
     parser.add_argument("--work", type=Path, help="where gateways keep their audit logs")
     parser.add_argument("--json", type=Path, help="write the results here")
     return parser.parse_args(argv)

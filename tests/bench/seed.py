@@ -32,6 +32,7 @@ from .common import CACHE
 from .peers import ECHO_SCHEMA, Peer
 
 VERSION = "0.7.1"
+NAME = f"cmcp-runtime {VERSION}"
 VENV = CACHE / "seed" / f"cmcp-runtime-{VERSION}"
 # cmcp-runtime's "no pin recorded" placeholder: plain-http upstreams cannot be pinned anyway.
 PLACEHOLDER_FINGERPRINT = "SHA256:" + "A" * 43 + "="
@@ -133,4 +134,4 @@ def start(upstream_url: str, work: Path) -> Peer:
         stderr=(work / "seed.log").open("wb"),
     )
     wait_port(port, proc, timeout=60)
-    return Peer("cmcp-runtime 0.7.1", proc, port, work, {"version": VERSION})
+    return Peer(NAME, proc, port, work, {"version": VERSION})
