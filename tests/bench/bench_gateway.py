@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -204,6 +205,32 @@ async def profile(peer: Peer, seconds: float) -> dict[str, Any] | None:
     return {"calls": calls, "seconds": seconds, **summarize(out.read_text())}
 
 
+async def timeline(upstream_url: str, work: Path, calls: int) -> dict[str, Any]:
+    """Stage-by-stage median times of one enforcing call (tests/bench/timeline_gateway.py),
+    ``calls`` sequential calls, with the client's own p50 for the same calls."""
+    out = work / "timeline.json"
+    spec = SPECS[0]
+    gw = start_gateway(
+        spec,
+        upstream_url,
+        work / "timeline",
+        extra_env={"CMCP_BENCH_TIMELINE": str(out)},
+        wrapper="tests.bench.timeline_gateway",
+    )
+    try:
+        await measure(gw.url, min(100, calls), 1)
+        os.kill(gw.pid, signal.SIGUSR1)  # discard the warm-up
+        await asyncio.sleep(0.5)
+        latencies, _ = await measure(gw.url, calls, 1)
+        os.kill(gw.pid, signal.SIGUSR1)
+        await asyncio.sleep(0.5)
+        result: dict[str, Any] = json.loads(out.read_text())
+    finally:
+        gw.stop()
+    result["client_p50_us"] = round(percentile(sorted(latencies), 50) * 1e6, 1)
+    return result
+
+
 def verdicts(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
     """The targets of issues 9 and 6, computed from one run's rows."""
     by = {(r["path"], r["concurrency"]): r for r in rows}
@@ -263,6 +290,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             prof = None
             if main is not None and args.profile_seconds:
                 prof = await profile(main, args.profile_seconds)
+            stages = None
+            if args.timeline:
+                stages = await timeline(started[0].url, work, args.timeline)
         return {
             "machine": info,
             "settings": {
@@ -279,6 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mib": memory,
             "verdicts": verdicts(rows, floors),
             "profile": prof,
+            "timeline": stages,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -314,6 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-seed", action="store_true", help="leave cmcp-runtime out")
     parser.add_argument("--profile-seconds", type=float, default=0)
     parser.add_argument("--sync-samples", type=int, default=200)
+    parser.add_argument(
+        "--timeline", type=int, default=0, help="calls of the stage-by-stage timing (0: none)"
+    )
     parser.add_argument("--warmup", type=int, default=100, help="calls per path before measuring")
     parser.add_argument("--work", type=Path, help="where gateways keep their audit logs")
     parser.add_argument("--json", type=Path, help="write the results here")

@@ -108,7 +108,9 @@ def traced(upstream: Peer, work: Path, args: argparse.Namespace) -> dict[str, An
     """tracemalloc's view of the same gateway: by package at idle and at the streams' peak."""
     spec = GatewaySpec("traced")
     env = {"CMCP_BENCH_TRACEMALLOC": str(work / "tracemalloc")}
-    gw = start_gateway(spec, upstream.url, work / "traced", extra_env=env, traced=True)
+    gw = start_gateway(
+        spec, upstream.url, work / "traced", extra_env=env, wrapper="tests.bench.traced_gateway"
+    )
     try:
         asyncio.run(measure(gw.url, 100, 1))
         os.kill(gw.pid, signal.SIGUSR1)  # snapshot: idle

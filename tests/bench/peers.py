@@ -273,10 +273,11 @@ def start_gateway(
     work: Path,
     *,
     extra_env: dict[str, str] | None = None,
-    traced: bool = False,
+    wrapper: str | None = None,
 ) -> Peer:
     """Pin the upstream's catalog with ``cmcp catalog pin``, then ``cmcp start`` in dev mode
-    (under tracemalloc with ``traced``: tests/bench/traced_gateway.py)."""
+    (through ``wrapper``, a module run in place of ``cmcp_sidecar.cli``, e.g.
+    ``tests.bench.traced_gateway``)."""
     work.mkdir(parents=True, exist_ok=True)
     catalog = subprocess.run(
         cli("catalog", "pin", "--upstream", upstream_url, "--name", "bench"),
@@ -292,8 +293,8 @@ def start_gateway(
     if spec.loop:
         env["CMCP_EVENT_LOOP"] = spec.loop
     start = cli("start", "--config", str(work / "cmcp-config.yaml"))
-    if traced:
-        start[2] = "tests.bench.traced_gateway"
+    if wrapper:
+        start[2] = wrapper
     proc = subprocess.Popen(
         start,
         cwd=work,

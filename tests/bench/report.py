@@ -315,6 +315,22 @@ def gateway_section(gw: dict[str, Any], img: Path) -> list[str]:
             + ".",
             "",
         ]
+    stages = gw.get("timeline")
+    if stages and stages.get("calls"):
+        total = sum(stages["median_us"].values())
+        out += [
+            "**Where one call's time goes** (`--timeline`: the enforcing gateway with timestamps "
+            f"at each stage, tests/bench/timeline_gateway.py; {stages['calls']} sequential calls, "
+            "median per stage; the client saw a p50 of "
+            f"{stages['client_p50_us'] / 1000:.3f} ms for these calls, aiohttp's request parsing "
+            "and the client's own time are outside the stages):",
+            "",
+            _table(
+                ["stage", "median µs", "share"],
+                [[k, v, f"{v / total * 100:.0f} %"] for k, v in stages["median_us"].items()],
+            ),
+            "",
+        ]
     prof = gw.get("profile")
     if prof and prof.get("samples"):
         out += [

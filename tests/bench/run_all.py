@@ -59,6 +59,8 @@ def _gateway(quick: bool, out: Path) -> list[str]:
             "150",
             "--profile-seconds",
             "4",
+            "--timeline",
+            "500",
             "--json",
             str(out),
         ]
@@ -73,6 +75,8 @@ def _gateway(quick: bool, out: Path) -> list[str]:
         "600",
         "--profile-seconds",
         "8",
+        "--timeline",
+        "2000",
         "--json",
         str(out),
     ]

@@ -27,6 +27,8 @@ def test_gateway_bench_and_report(tmp_path: Path) -> None:
             bench_gateway.MAIN,
             "--sync-samples",
             "5",
+            "--timeline",
+            "10",
             "--warmup",
             "4",
             "--work",
@@ -39,6 +41,8 @@ def test_gateway_bench_and_report(tmp_path: Path) -> None:
     assert len(result["rows"]) == 2 * len(result["paths"])
     assert all(row["calls"] == 16 for row in result["rows"])
     assert "added_p50_over_hop_ms" in result["verdicts"]
+    assert result["timeline"]["calls"] >= 10
+    assert result["timeline"]["median_us"]["audit: fdatasync"] > 0
 
     summary = {
         "machine": machine(tmp_path),
@@ -49,6 +53,7 @@ def test_gateway_bench_and_report(tmp_path: Path) -> None:
     written = report.write(summary, tmp_path / "docs")
     text = written.read_text()
     assert "## Gateway overhead" in text and "## Targets" in text
+    assert "audit: hand-off to writer" in text
     assert "**policy**: not run here" in text
     assert (tmp_path / "docs" / "bench" / "gateway-cdf.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "bench" / "gateway-throughput.png").stat().st_size > 1000
