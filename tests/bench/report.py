@@ -589,6 +589,16 @@ def render(summary: dict[str, Any], docs: Path) -> str:
         f"**This run**: {kind}, {summary.get('total_s', 0) / 60:.1f} min. **Machine**: "
         + describe(m),
         "",
+        *(
+            [
+                "Re-run afterwards into this report (`run_all --only … --results DIR`): "
+                + "; ".join(f"{', '.join(r['only'])} at {r['at']} UTC" for r in summary["reruns"])
+                + ".",
+                "",
+            ]
+            if summary.get("reruns")
+            else []
+        ),
         "The machine is a shared 2-vCPU VM: other engineers' test campaigns run on it at the same "
         "time, so absolute numbers move from run to run (the disk's sync latency most of all). "
         "Every comparison below is between paths measured in the same run, interleaved round by "

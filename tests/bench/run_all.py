@@ -9,6 +9,8 @@ stderr in ``<name>.log`` beside it. A benchmark that fails is reported as failed
 end of its log) and the others still run. Then :mod:`tests.bench.report` writes the report:
 ``python -m tests.bench.report DIR`` re-renders it from stored results.
 
+``--only NAMES --results DIR`` re-runs some benchmarks into a stored run and re-renders it.
+
 ``--quick`` (``make bench-quick``, a few minutes): small counts, concurrency 1 and 8, no
 operator run. The full run (``make bench``, about 15 minutes on the 2-core build machine)
 includes the operator at N = 100 and 1 000 Deployments (``--operator 100,1000,5000`` adds
@@ -224,11 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "benches": {},
     }
+    earlier = results / "summary.json"
+    rerun = bool(args.only) and earlier.exists()
+    if rerun:  # re-running some benchmarks of a stored run
+        summary = json.loads(earlier.read_text())
+        summary.setdefault("reruns", []).append({"only": sorted(args.only), "at": stamp})
     for bench in benches:
         summary["benches"][bench.name] = outcome = run_one(bench, args.quick, results)
         state = "FAILED: " + outcome["error"] if "error" in outcome else f"{outcome['seconds']} s"
         print(f"   {bench.name}: {state}", file=sys.stderr, flush=True)
-    summary["total_s"] = round(time.monotonic() - began, 1)
+    spent = round(time.monotonic() - began, 1)
+    summary["total_s"] = (summary.get("total_s", 0) if rerun else 0) + spent
     (results / "summary.json").write_text(json.dumps(summary, indent=1))
     written = report.write(summary, args.docs)
     print(f"results: {results}\nreport: {written}", file=sys.stderr)
