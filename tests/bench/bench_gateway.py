@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from . import seed
+from .bench_audit import bench_raw_sync
 from .common import CACHE, cpu_seconds, machine, percentile, quantiles
 from .peers import GatewaySpec, Peer, call_body, call_headers, start_gateway, start_role
 from .profile import py_spy, summarize
@@ -93,27 +94,6 @@ async def measure(
     return latencies, elapsed
 
 
-def sync_floor(directory: Path, count: int) -> dict[str, float]:
-    """write + fdatasync of one 400-byte line, ``count`` times, on ``directory``'s disk."""
-    path = directory / "sync-floor.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    times = []
-    try:
-        for _ in range(count):
-            start = time.perf_counter()
-            os.write(fd, b"x" * 399 + b"\n")
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-        path.unlink()
-    times.sort()
-    return {
-        "p50_ms": round(percentile(times, 50) * 1000, 3),
-        "p90_ms": round(percentile(times, 90) * 1000, 3),
-    }
-
-
 @contextlib.contextmanager
 def peers(work: Path, specs: tuple[GatewaySpec, ...], with_seed: bool) -> Iterator[list[Peer]]:
     """Start the upstream, then every path in front of it; stop them all at the end."""
@@ -154,7 +134,8 @@ async def sweep(
     for peer in paths:  # warm-up: connections, lazy imports, the catalog review, memo
         await measure(peer.url, args.warmup, 1)
     for concurrency in args.concurrency:
-        floors.append({"concurrency": concurrency, **sync_floor(work, args.sync_samples)})
+        floor = bench_raw_sync(work / "sync-floor", args.sync_samples)
+        floors.append({"concurrency": concurrency, **floor})
         lat: dict[str, list[float]] = {p.name: [] for p in paths}
         busy = dict.fromkeys(lat, 0.0)
         cpu = dict.fromkeys(lat, 0.0)

@@ -59,10 +59,24 @@ def _pyplot() -> Any:
     return plt
 
 
+def _styles(paths: list[str]) -> dict[str, dict[str, Any]]:
+    """One distinct colour per path (tab20); the reference paths dashed."""
+    cmap = _pyplot().get_cmap("tab20")
+    return {
+        p: {
+            "color": cmap(i % 20),
+            "linestyle": "--" if p == "direct" or "hop" in p else "-",
+            "label": p,
+        }
+        for i, p in enumerate(paths)
+    }
+
+
 def plot_gateway(gw: dict[str, Any], out: Path) -> list[str]:
     """Latency CDFs (per concurrency) and throughput / p50 vs concurrency; file names."""
     plt = _pyplot()
     names: list[str] = []
+    style = _styles(gw["paths"])
     levels = gw["settings"]["concurrency"]
     fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), squeeze=False)
     points = [i / 100 for i in range(101)]
@@ -70,7 +84,7 @@ def plot_gateway(gw: dict[str, Any], out: Path) -> list[str]:
         for path in gw["paths"]:
             q = gw["cdf"].get(path, {}).get(str(c)) or gw["cdf"].get(path, {}).get(c)
             if q:
-                ax.plot(q, points, label=path, linewidth=1.2)
+                ax.plot(q, points, linewidth=1.2, **style[path])
         ax.set_xscale("log")
         ax.set_xlabel("latency per tools/call, ms (log)")
         ax.set_title(f"{c} concurrent client{'s' if c > 1 else ''}")
@@ -86,15 +100,16 @@ def plot_gateway(gw: dict[str, Any], out: Path) -> list[str]:
     for path in gw["paths"]:
         rows = sorted((r for r in gw["rows"] if r["path"] == path), key=lambda r: r["concurrency"])
         xs = [r["concurrency"] for r in rows]
-        left.plot(xs, [r["per_s"] for r in rows], marker="o", label=path, linewidth=1.2)
-        right.plot(xs, [r["p50_ms"] for r in rows], marker="o", label=path, linewidth=1.2)
-    for ax, label in ((left, "calls/s"), (right, "p50 latency, ms (log)")):
+        left.plot(xs, [r["per_s"] for r in rows], marker="o", linewidth=1.2, **style[path])
+        right.plot(xs, [r["p50_ms"] for r in rows], marker="o", linewidth=1.2, **style[path])
+    for ax, label in ((left, "calls/s (log)"), (right, "p50 latency, ms (log)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     right.set_yscale("log")
+    left.set_yscale("log")
     left.set_title("throughput vs concurrency")
     right.set_title("p50 latency vs concurrency")
     left.legend(fontsize=7)
@@ -299,8 +314,7 @@ def gateway_section(gw: dict[str, Any], img: Path) -> list[str]:
         "Raw `write` + `fdatasync` of one line on the same disk, measured before each block "
         '(the floor of "durable before the reply"): '
         + "; ".join(
-            f"c={f['concurrency']}: p50 {f['p50_ms']} ms, p90 {f['p90_ms']} ms"
-            for f in gw["sync_floor"]
+            f"c={f['concurrency']}: p50 {f['p50_ms']} ms, " + _upper(f) for f in gw["sync_floor"]
         )
         + ".",
         "",
@@ -347,6 +361,12 @@ def gateway_section(gw: dict[str, Any], img: Path) -> list[str]:
             "",
         ]
     return out
+
+
+def _upper(floor: dict[str, Any]) -> str:
+    """The floor's upper percentile (p99; results stored before it was kept give p90)."""
+    key = "p99" if "p99_ms" in floor else "p90"
+    return f"{key} {floor[key + '_ms']} ms"
 
 
 def memory_section(m: dict[str, Any]) -> list[str]:
