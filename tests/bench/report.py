@@ -606,7 +606,9 @@ def render(summary: dict[str, Any], docs: Path) -> str:
         f"[docs/bench/{ANALYSIS}](bench/{ANALYSIS}). Earlier hand-run measurements and their "
         "method notes: [docs/bench/history.md](bench/history.md).",
         "",
-        f"**This run**: {kind}, {summary.get('total_s', 0) / 60:.1f} min. **Machine**: "
+        f"**This run**: {kind}, {summary.get('total_s', 0) / 60:.1f} min"
+        + (f" (re-runs: {summary['rerun_s'] / 60:.1f} min)" if summary.get("rerun_s") else "")
+        + ". **Machine**: "
         + describe(m),
         "",
         *(

@@ -236,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         state = "FAILED: " + outcome["error"] if "error" in outcome else f"{outcome['seconds']} s"
         print(f"   {bench.name}: {state}", file=sys.stderr, flush=True)
     spent = round(time.monotonic() - began, 1)
-    summary["total_s"] = (summary.get("total_s", 0) if rerun else 0) + spent
+    if rerun:
+        summary["rerun_s"] = summary.get("rerun_s", 0) + spent
+    else:
+        summary["total_s"] = spent
     (results / "summary.json").write_text(json.dumps(summary, indent=1))
     written = report.write(summary, args.docs)
     print(f"results: {results}\nreport: {written}", file=sys.stderr)
