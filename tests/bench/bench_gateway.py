@@ -1,7 +1,8 @@
 """Gateway overhead: one tools/call, every path, in one run, at several concurrencies.
 
     python -m tests.bench.bench_gateway [--calls 3000] [--rounds 3] [--concurrency 1,8,32,64]
-                                        [--no-seed] [--profile-seconds 8] [--json FILE]
+                                        [--no-seed | --seed-calls 600] [--profile-seconds 8]
+                                        [--timeline 2000] [--json FILE]
 
 The same ``tools/call`` of ``echo`` (2026-07-28 stateless POST, JSON reply) goes
 
@@ -21,7 +22,9 @@ p99 latency, and the proxy process's CPU per call (user + system, from /proc —
 least disturbed by a busy machine). The raw fdatasync latency of the disk under test is
 measured between the blocks (the floor of "durable before the reply"). With
 ``--profile-seconds``, py-spy samples the enforcing gateway under load (8 clients) and the
-result is summarised. Results: JSON (``--json``); docs/benchmarks.md is written by
+result is summarised; with ``--timeline N``, N sequential calls through a gateway with
+timestamps at each stage (tests/bench/timeline_gateway.py) give the median time per stage.
+Results: JSON (``--json``); docs/benchmarks.md is written by
 ``python -m tests.bench.run_all``.
 """
 
