@@ -56,6 +56,9 @@ e2e:  ## Kubernetes end-to-end tests (local control plane, or KUBECONFIG's clust
 demo:  ## dev-mode gateway in front of a real MCP server: allowed/denied/redacted calls, a verified claim
 	@V=$(VENV); $$V/bin/python -m tests.demo.run_demo
 
-.PHONY: bench
-bench:  ## benchmark reports (tests/bench/*.py; numbers go to docs/benchmarks.md)
-	@V=$(VENV); for b in tests/bench/bench_*.py; do m=$${b%.py}; echo "== $$m"; $$V/bin/python -m $${m//\//.} || exit 1; done
+.PHONY: bench bench-quick
+bench:  ## all benchmarks (~15 min) -> docs/benchmarks.md + docs/bench/*.png (BENCH_ARGS: run_all options)
+	@V=$(VENV); $$V/bin/python -m tests.bench.run_all $(BENCH_ARGS)
+
+bench-quick:  ## the same with small counts, no operator run (a few minutes)
+	@V=$(VENV); $$V/bin/python -m tests.bench.run_all --quick $(BENCH_ARGS)

@@ -238,12 +238,13 @@ async def _pin(config: UpstreamConfig, headers: dict[str, str]) -> dict[str, Any
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from . import eventloop
     from .logs import setup_logging
     from .runtime import run
 
     loaded = load_config(args.config)
     setup_logging(loaded.log_format, loaded.log_level)
-    asyncio.run(run(loaded))
+    eventloop.run(run(loaded))
     return EXIT_OK
 
 

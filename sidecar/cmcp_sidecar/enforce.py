@@ -72,7 +72,7 @@ from .policy.engine import PolicyEngine
 from .policy.modes import Enforcement as ModeOutcome
 from .policy.modes import Mode, apply_mode
 from .policy.redact import redact_arguments, redact_result
-from .policy.request import NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
+from .policy.request import NO_SESSION_FACTS, NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
 from .policy.session_facts import SessionFacts
 
 log = logging.getLogger("cmcp.enforce")
@@ -454,7 +454,7 @@ class Enforcement:
                 server=op.upstream,
                 arguments=arguments if isinstance(arguments, dict) else {},
                 tool=facts,
-                session=self._sessions.get(op.ctx.claim_session, SessionFacts()),
+                session=self._sessions.get(op.ctx.claim_session, NO_SESSION_FACTS),
                 gateway=self.gateway_facts,
             )
         )
@@ -503,7 +503,7 @@ class Enforcement:
             )
         if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
             sid = admission.op.ctx.claim_session
-            self._sessions[sid] = self._sessions.get(sid, SessionFacts()).after_result(
+            self._sessions[sid] = self._sessions.get(sid, NO_SESSION_FACTS).after_result(
                 ticket.facts.labels
             )
         return reply
@@ -563,7 +563,7 @@ class Enforcement:
                     resource_id=resource_id,
                     server=upstream,
                     tool=facts,
-                    session=self._sessions.get(ctx.claim_session, SessionFacts()),
+                    session=self._sessions.get(ctx.claim_session, NO_SESSION_FACTS),
                     gateway=self.gateway_facts,
                 )
             )

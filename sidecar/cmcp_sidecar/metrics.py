@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
+
+_M = TypeVar("_M")
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _ChildCache:
+    """``labels(*values)`` remembered per value tuple: the hot path asks for the same few
+    children on every call, and prometheus_client validates and locks on each lookup. The
+    children are the ones the metric keeps anyway, so this holds nothing extra."""
+
+    def labels(self: _M, *labelvalues: Any, **labelkwargs: Any) -> _M:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc,no-any-return]
+        children: dict[tuple[Any, ...], _M] = self.__dict__.setdefault("_cmcp_children", {})
+        child = children.get(labelvalues)
+        if child is None:
+            child = super().labels(*labelvalues)  # type: ignore[misc]
+            children[labelvalues] = child
+        return child
+
+
+class Counter(_ChildCache, _Counter):
+    pass
+
+
+class Histogram(_ChildCache, _Histogram):
+    pass
 
 
 class Metrics:

@@ -53,7 +53,10 @@ async def serve_until_stopped(server: Server) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.gateway.reload_credentials)
     await server.start()
-    log.info("gateway listening", extra={"url": server.url})
+    log.info(
+        "gateway listening",
+        extra={"url": server.url, "event_loop": type(loop).__module__.split(".")[0]},
+    )
     try:
         await stop.wait()
         log.info("shutting down")

@@ -1,207 +1,90 @@
-"""Gateway overhead: tools/call latency and throughput, direct vs a bare hop vs the gateway.
+"""Gateway overhead: one tools/call, every path, in one run, at several concurrencies.
 
-    python tests/bench/bench_gateway.py [--calls 2000] [--upstream sdk|fast] [--enforce]
+    python -m tests.bench.bench_gateway [--calls 3000] [--rounds 3] [--concurrency 1,8,32,64]
+                                        [--no-seed | --seed-calls 600] [--profile-seconds 8]
+                                        [--timeline 2000] [--json FILE]
 
-In one run it measures the same ``tools/call`` (2026-07-28 stateless POST, JSON reply) sent
+The same ``tools/call`` of ``echo`` (2026-07-28 stateless POST, JSON reply) goes
 
-* **direct** to the upstream,
-* through a **bare hop**: a minimal aiohttp pass-through that copies the request to the
-  upstream and streams the reply back, with a pooled client session (the floor any proxy
-  pays), and
-* through the **gateway** (``cmcp_sidecar``) with the pass-through seam, or with the
-  enforcement implementation when ``--enforce`` is given and available,
+* **direct** to the upstream (tests/bench/peers.py: a minimal aiohttp MCP server);
+* through the **bare hop** — a minimal aiohttp pass-through, the floor of any proxy;
+* through **our proxy with the pass-through seam** (no policy, audit, claims): its own share;
+* through **our gateway** started as ``cmcp start`` in dev mode, in each enforcement mode
+  (enforcing, advisory, silent) and audit durability (``fsync: batch`` and ``every``), with
+  the audit log on the disk under test (``--work``); plus two diagnostic rows: a bundle whose
+  policy reads the arguments (no decision can be shared: Cedar runs on every call) and the
+  audit log on tmpfs (no sync: the CPU cost alone);
+* through **cmcp-runtime 0.7.1** (tests/bench/seed.py) in dev mode, same upstream;
 
-at concurrency 1 and 8, and prints p50/p99 latency, throughput and the ratios. Each peer is its
-own process; the client is this one. ``--upstream sdk`` is the Python SDK test server;
-``--upstream fast`` a minimal aiohttp echo server, so the upstream does not hide the proxies'
-cost. Results go to docs/benchmarks.md ("Gateway overhead").
+at each concurrency, in interleaved rounds (load from elsewhere hits every path alike). Each
+peer is its own process; the client is this one. Per path and concurrency: calls/s, p50, p90,
+p99 latency, and the proxy process's CPU per call (user + system, from /proc — the measure
+least disturbed by a busy machine). The raw fdatasync latency of the disk under test is
+measured between the blocks (the floor of "durable before the reply"). With
+``--profile-seconds``, py-spy samples the enforcing gateway under load (8 clients) and the
+result is summarised; with ``--timeline N``, N sequential calls through a gateway with
+timestamps at each stage (tests/bench/timeline_gateway.py) give the median time per stage.
+Results: JSON (``--json``); docs/benchmarks.md is written by
+``python -m tests.bench.run_all``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import platform
-import statistics
-import subprocess
+import shutil
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from . import seed
+from .bench_audit import bench_raw_sync
+from .common import CACHE, cpu_seconds, machine, percentile, quantiles
+from .peers import GatewaySpec, Peer, call_body, call_headers, start_gateway, start_role
+from .profile import py_spy, summarize
 
-from tests.mcp.peers import free_port, wait_port  # noqa: E402
-
-MODERN = "2026-07-28"
-HEADERS = {
-    "Content-Type": "application/json",
-    "Accept": "application/json, text/event-stream",
-    "MCP-Protocol-Version": MODERN,
-    "Mcp-Method": "tools/call",
-    "Mcp-Name": "echo",
-}
-
-
-def call_body(i: int) -> bytes:
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
-    }
-    params = {"name": "echo", "arguments": {"text": f"hello {i}"}, "_meta": meta}
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}
-    ).encode()
-
-
-# -- peers (each runs in its own process) ---------------------------------------------------
-
-
-async def fast_upstream(port: int) -> None:
-    """A minimal stateless MCP echo server (JSON replies), to keep the upstream out of the way."""
-
-    async def handle(request: web.Request) -> web.Response:
-        msg = json.loads(await request.read())
-        if msg.get("method") == "server/discover":
-            result: dict[str, Any] = {
-                "supportedVersions": [MODERN],
-                "capabilities": {"tools": {}},
-                "cacheScope": "public",
-                "ttlMs": 0,
-                "resultType": "complete",
-            }
-        elif msg.get("method") == "tools/list":
-            schema = {"type": "object", "properties": {"text": {"type": "string"}}}
-            result = {"tools": [{"name": "echo", "description": "echo", "inputSchema": schema}]}
-        else:
-            text = msg["params"]["arguments"]["text"]
-            result = {"content": [{"type": "text", "text": text}], "resultType": "complete"}
-        return web.json_response({"jsonrpc": "2.0", "id": msg.get("id"), "result": result})
-
-    app = web.Application()
-    app.router.add_post("/mcp", handle)
-    await _serve(app, port)
-
-
-async def bare_hop(port: int, target: str) -> None:
-    """The floor: copy the request upstream, stream the reply back, nothing else."""
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=300))
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
-        }
-        async with session.post(target, data=await request.read(), headers=headers) as up:
-            out = web.StreamResponse(
-                status=up.status, headers={"Content-Type": up.headers["Content-Type"]}
-            )
-            await out.prepare(request)
-            async for chunk in up.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-            return out
-
-    app = web.Application()
-    app.router.add_post("/mcp", handle)
-    await _serve(app, port)
-
-
-async def gateway(port: int, target: str, enforce: bool, audit_dir: str | None) -> None:
-    from cmcp_sidecar.config import LoadedConfig, parse_config
-    from cmcp_sidecar.gateway import Gateway
-    from cmcp_sidecar.mcp.intercept import PassThrough
-    from cmcp_sidecar.server.app import Server
-
-    data: dict[str, Any] = {
-        "listen_addr": f"127.0.0.1:{port}",
-        "upstreams": [{"name": "bench", "url": target}],
-        "catalog_path": None,
-    }
-    if not enforce:
-        loaded = LoadedConfig(parse_config(data), REPO, env={})
-        server = Server(Gateway(loaded, interceptor=PassThrough()), "127.0.0.1", port)
-        await server.start()
-        await asyncio.Event().wait()
-    # The enforcement implementation: the demo bundle (allow-all decides echo), a catalog
-    # pinned from the upstream, the audit log durable on disk (or on --audit-dir), claims.
-    import tempfile
-
-    from cmcp_sidecar.attest import select_provider
-    from cmcp_sidecar.config import UpstreamConfig
-    from cmcp_sidecar.enforce import Enforcement
-    from cmcp_sidecar.mcp.client import ControlClient
-    from cmcp_sidecar.mcp.upstream import Upstream
-    from cmcp_sidecar.policy.catalog_guard import pin_catalog
-
-    work = Path(tempfile.mkdtemp(prefix="cmcp-bench-", dir=audit_dir))
-    up = Upstream(0, UpstreamConfig(name="bench", url=target), {}, max_response_bytes=1 << 24)
-    await up.start()
-    async with ControlClient(up) as client:
-        tools = await client.list_all("tools/list", "tools")
-    await up.close()
-    (work / "catalog.json").write_text(json.dumps(pin_catalog({"bench": tools})))
-    data.update(
-        policy_bundle_path=str(REPO / "policies" / "demo"),
-        catalog_path="catalog.json",
-        audit={"path": "audit", "fsync": "batch"},
-        claims={"dir": "claims"},
-    )
-    loaded = LoadedConfig(parse_config(data), work, env={"CMCP_DEV_MODE": "1"})
-    async with Enforcement.open(loaded, await select_provider("auto", True)) as enforcement:
-        server = Server(enforcement.gateway(), "127.0.0.1", port)
-        await server.start()
-        await asyncio.Event().wait()
-
-
-async def _serve(app: web.Application, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
-
-
-def start(role: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, __file__, "--role", role, "--port", str(port), *extra]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port, proc)
-    return proc
-
-
-# -- the load --------------------------------------------------------------------------------
+CONCURRENCY = (1, 8, 32, 64)
+SPECS = (
+    GatewaySpec("gateway enforcing, fsync batch"),
+    GatewaySpec("gateway enforcing, fsync every", fsync="every"),
+    GatewaySpec("gateway advisory, fsync batch", mode="advisory"),
+    GatewaySpec("gateway silent, fsync batch", mode="silent"),
+    GatewaySpec("gateway enforcing, policy reads arguments", bundle="args"),
+    GatewaySpec("gateway enforcing, audit on tmpfs", audit_dir="/dev/shm"),
+)
+MAIN = SPECS[0].name  # the configuration the targets are about
+UVLOOP_HOP = "bare hop, uvloop"
 
 
 async def measure(
-    url: str, calls: int, concurrency: int, warmup: int = 0
+    url: str, calls: int, concurrency: int, tool: str = "echo"
 ) -> tuple[list[float], float]:
-    """(latencies in seconds, elapsed seconds) of ``calls`` calls from ``concurrency`` workers."""
+    """(latencies in s, elapsed s) of ``calls`` calls from ``concurrency`` clients, each on its
+    own keep-alive connection, after one warm-up call per client."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     latencies: list[float] = []
+    headers = call_headers(tool)
     async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def one(i: int) -> None:
+        async def one(i: int, record: bool = True) -> None:
             start = time.perf_counter()
-            async with http.post(url, data=call_body(i), headers=HEADERS) as resp:
+            async with http.post(url, data=call_body(i, tool), headers=headers) as resp:
                 body = await resp.read()
-            latencies.append(time.perf_counter() - start)
+            if record:
+                latencies.append(time.perf_counter() - start)
             if resp.status != 200 or b'"hello' not in body:
-                raise RuntimeError(f"bad reply {resp.status}: {body[:200]!r}")
+                raise RuntimeError(f"{url}: bad reply {resp.status}: {body[:300]!r}")
 
-        for i in range(warmup):
-            await one(i)
-        latencies.clear()
+        await asyncio.gather(*(one(i, record=False) for i in range(concurrency)))
         queue = iter(range(calls))
 
         async def worker() -> None:
@@ -214,140 +97,255 @@ async def measure(
     return latencies, elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc; Linux only)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
+@contextlib.contextmanager
+def peers(work: Path, specs: tuple[GatewaySpec, ...], with_seed: bool) -> Iterator[list[Peer]]:
+    """Start the upstream, then every path in front of it; stop them all at the end."""
+    started: list[Peer] = []
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.release()}"
-    return f"{os.cpu_count()} vCPU ({cpu}), Python {platform.python_version()}, {system}"
-
-
-async def run(args: argparse.Namespace) -> None:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        if args.upstream == "sdk":
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.servers.sdk_server", "--port", str(port)],
-                    cwd=REPO,
-                    env={**os.environ, "PYTHONPATH": str(REPO)},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            wait_port(port, procs[-1])
-        else:
-            port = free_port()
-            procs.append(start("upstream-fast", port))
-        upstream = f"http://127.0.0.1:{port}/mcp"
-        hop_port, gw_port = free_port(), free_port()
-        procs.append(start("hop", hop_port, "--target", upstream))
-        procs.append(
-            start(
-                "gateway",
-                gw_port,
-                "--target",
-                upstream,
-                *(["--enforce"] if args.enforce else []),
-                *(["--audit-dir", args.audit_dir] if args.audit_dir else []),
-            )
+        upstream = start_role("upstream", name="direct")
+        started.append(upstream)
+        started.append(start_role("hop", "--target", upstream.url, name="bare hop"))
+        started.append(
+            start_role("hop", "--target", upstream.url, "--loop", "uvloop", name=UVLOOP_HOP)
         )
-        targets = {
-            "direct": upstream,
-            "bare hop": f"http://127.0.0.1:{hop_port}/mcp",
-            "gateway": f"http://127.0.0.1:{gw_port}/mcp",
-        }
-        print(f"machine: {machine()}")
-        print(
-            f"upstream: {args.upstream}; seam: {'enforcement' if args.enforce else 'pass-through'};"
-            " "
-            f"{args.calls} calls per row\n"
+        started.append(
+            start_role("passthrough", "--target", upstream.url, name="proxy, pass-through seam")
         )
-        pids = {"direct": None, "bare hop": procs[-2].pid, "gateway": procs[-1].pid}
-        per_round = max(1, args.calls // args.rounds)
-        for url in targets.values():  # warm-up: connections, lazy imports, directories
-            await measure(url, 0, 1, warmup=200)
-        print("| path | concurrency | calls/s | p50 ms | p99 ms | proxy CPU µs/call |")
-        print("|---|---|---|---|---|---|")
-        results: dict[tuple[str, int], dict[str, float]] = {}
-        for concurrency in (1, 8):
-            lat: dict[str, list[float]] = {n: [] for n in targets}
-            busy = dict.fromkeys(targets, 0.0)
-            cpu = dict.fromkeys(targets, 0.0)
-            for _ in range(args.rounds):  # interleaved, so load from elsewhere hits all paths alike
-                for name, url in targets.items():
-                    pid = pids[name]
-                    before = cpu_seconds(pid) if pid else 0.0
-                    got, elapsed = await measure(url, per_round, concurrency)
-                    cpu[name] += (cpu_seconds(pid) - before) if pid else 0.0
-                    lat[name] += got
-                    busy[name] += elapsed
-            for name in targets:
-                ordered = sorted(lat[name])
-                row = {
-                    "per_s": len(ordered) / busy[name],
-                    "p50_ms": statistics.median(ordered) * 1000,
-                    "p99_ms": ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000,
-                    "cpu_us": cpu[name] / len(ordered) * 1e6,
-                }
-                results[(name, concurrency)] = row
-                cpu_text = f"{row['cpu_us']:.0f}" if pids[name] else "–"
-                print(
-                    f"| {name} | {concurrency} | {row['per_s']:.0f} | {row['p50_ms']:.3f} | "
-                    f"{row['p99_ms']:.3f} | {cpu_text} |"
-                )
-        print()
-        for concurrency in (1, 8):
-            hop, gw = results[("bare hop", concurrency)], results[("gateway", concurrency)]
-            print(
-                f"concurrency {concurrency}: gateway − bare hop: "
-                f"p50 {gw['p50_ms'] - hop['p50_ms']:+.3f} ms, "
-                f"CPU {gw['cpu_us'] - hop['cpu_us']:+.0f} µs/call; gateway throughput "
-                f"{gw['per_s'] / hop['per_s']:.0%} of the bare hop's"
-            )
+        for i, spec in enumerate(specs):
+            started.append(start_gateway(spec, upstream.url, work / f"gw{i}"))
+        if with_seed:
+            started.append(seed.start(upstream.url, work / "seed"))
+        yield started
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        for peer in reversed(started):
+            peer.stop()
 
 
-def main() -> None:
+def hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def sweep(
+    paths: list[Peer], work: Path, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, dict[int, list[float]]], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    cdf: dict[str, dict[int, list[float]]] = {p.name: {} for p in paths}
+    floors: list[dict[str, Any]] = []
+    for peer in paths:  # warm-up: connections, lazy imports, the catalog review, memo
+        await measure(peer.url, args.warmup, 1)
+    for concurrency in args.concurrency:
+        floor = bench_raw_sync(work / "sync-floor", args.sync_samples)
+        floors.append({"concurrency": concurrency, **floor})
+        lat: dict[str, list[float]] = {p.name: [] for p in paths}
+        busy = dict.fromkeys(lat, 0.0)
+        cpu = dict.fromkeys(lat, 0.0)
+        for _ in range(args.rounds):
+            for peer in paths:
+                calls = args.seed_calls if peer.name == seed.NAME else args.calls
+                own = peer.name != "direct"
+                before = cpu_seconds(peer.pid) if own else 0.0
+                got, elapsed = await measure(
+                    peer.url, max(concurrency, calls // args.rounds), concurrency
+                )
+                cpu[peer.name] += cpu_seconds(peer.pid) - before if own else 0.0
+                lat[peer.name] += got
+                busy[peer.name] += elapsed
+        for peer in paths:
+            ordered = sorted(lat[peer.name])
+            n = len(ordered)
+            row = {
+                "path": peer.name,
+                "concurrency": concurrency,
+                "calls": n,
+                "per_s": round(n / busy[peer.name], 1),
+                "p50_ms": round(percentile(ordered, 50) * 1000, 3),
+                "p90_ms": round(percentile(ordered, 90) * 1000, 3),
+                "p99_ms": round(percentile(ordered, 99) * 1000, 3),
+                "cpu_us": round(cpu[peer.name] / n * 1e6, 1) if peer.name != "direct" else None,
+            }
+            rows.append(row)
+            cdf[peer.name][concurrency] = [round(x * 1000, 4) for x in quantiles(ordered)]
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows, cdf, floors
+
+
+async def profile(peer: Peer, seconds: float) -> dict[str, Any] | None:
+    """py-spy (GIL holder only: where the CPU goes) on ``peer`` while 8 clients call it."""
+    out = peer.workdir / "profile.txt" if peer.workdir else Path(tempfile.mktemp())
+    spy = py_spy(peer.pid, out, seconds)
+    if spy is None:
+        return None
+    calls = 0
+    began = time.monotonic()
+    while spy.poll() is None and time.monotonic() - began < seconds + 30:
+        got, _ = await measure(peer.url, 400, 8)
+        calls += len(got)
+    spy.wait(60)
+    if not out.exists():
+        return None
+    return {"calls": calls, "seconds": seconds, **summarize(out.read_text())}
+
+
+async def timeline(upstream_url: str, work: Path, calls: int) -> dict[str, Any]:
+    """Stage-by-stage median times of one enforcing call (tests/bench/timeline_gateway.py),
+    ``calls`` sequential calls, with the client's own p50 for the same calls."""
+    out = work / "timeline.json"
+    spec = SPECS[0]
+    gw = start_gateway(
+        spec,
+        upstream_url,
+        work / "timeline",
+        extra_env={"CMCP_BENCH_TIMELINE": str(out)},
+        wrapper="tests.bench.timeline_gateway",
+    )
+    try:
+        await measure(gw.url, min(100, calls), 1)
+        os.kill(gw.pid, signal.SIGUSR1)  # discard the warm-up
+        await asyncio.sleep(0.5)
+        latencies, _ = await measure(gw.url, calls, 1)
+        os.kill(gw.pid, signal.SIGUSR1)
+        await asyncio.sleep(0.5)
+        result: dict[str, Any] = json.loads(out.read_text())
+    finally:
+        gw.stop()
+    result["client_p50_us"] = round(percentile(sorted(latencies), 50) * 1e6, 1)
+    return result
+
+
+def verdicts(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The targets of issues 9 and 6, computed from one run's rows."""
+    by = {(r["path"], r["concurrency"]): r for r in rows}
+    out: dict[str, Any] = {}
+
+    def get(path: str, c: int, key: str) -> float | None:
+        row = by.get((path, c))
+        return None if row is None else row[key]
+
+    hop1, gw1 = get("bare hop", 1, "p50_ms"), get(MAIN, 1, "p50_ms")
+    floor1 = next((f["p50_ms"] for f in floors if f["concurrency"] == 1), None)
+    if hop1 is not None and gw1 is not None:
+        out["added_p50_over_hop_ms"] = round(gw1 - hop1, 3)
+        out["added_p50_over_hop_ok"] = gw1 - hop1 <= 0.4
+        tmp1 = get(SPECS[-1].name, 1, "p50_ms")
+        if tmp1 is not None:
+            out["added_p50_over_hop_tmpfs_ms"] = round(tmp1 - hop1, 3)
+        if floor1 is not None:
+            out["sync_floor_p50_ms"] = floor1
+    uv1 = get(UVLOOP_HOP, 1, "p50_ms")
+    if uv1 is not None and gw1 is not None:
+        out["added_p50_over_uvloop_hop_ms"] = round(gw1 - uv1, 3)
+    hop8, gw8 = get("bare hop", 8, "per_s"), get(MAIN, 8, "per_s")
+    if hop8 and gw8:
+        out["throughput_c8_vs_hop"] = round(gw8 / hop8, 3)
+        out["throughput_c8_vs_hop_ok"] = gw8 / hop8 >= 0.75
+        tmp8 = get(SPECS[-1].name, 8, "per_s")
+        if tmp8:
+            out["throughput_c8_vs_hop_tmpfs"] = round(tmp8 / hop8, 3)
+        uv8 = get(UVLOOP_HOP, 8, "per_s")
+        if uv8:
+            out["throughput_c8_vs_uvloop_hop"] = round(gw8 / uv8, 3)
+    seed_name = seed.NAME
+    d1, s1, s8 = get("direct", 1, "p50_ms"), get(seed_name, 1, "p50_ms"), get(seed_name, 8, "per_s")
+    if d1 is not None and s1 is not None and gw1 is not None:
+        ours, theirs = gw1 - d1, s1 - d1
+        out["added_p50_over_direct_ms"] = {"ours": round(ours, 3), "cmcp-runtime": round(theirs, 3)}
+        out["added_p50_vs_seed"] = round(ours / theirs, 3) if theirs > 0 else None
+        out["added_p50_vs_seed_ok"] = theirs > 0 and ours <= theirs / 3
+    if s8 and gw8:
+        out["throughput_c8_vs_seed"] = round(gw8 / s8, 2)
+        out["throughput_c8_vs_seed_ok"] = gw8 / s8 >= 5
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = args.work or CACHE / "bench-work"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gateway-", dir=root))
+    specs = tuple(s for s in SPECS if not args.only or s.name in args.only)
+    try:
+        info = machine(work)
+        with peers(work, specs, not args.no_seed) as started:
+            rows, cdf, floors = await sweep(started, work, args)
+            memory = {p.name: round(hwm_mib(p.pid), 1) for p in started if p.name != "direct"}
+            main = next((p for p in started if p.name == MAIN), None)
+            prof = None
+            if main is not None and args.profile_seconds:
+                prof = await profile(main, args.profile_seconds)
+            stages = None
+            if args.timeline:
+                stages = await timeline(started[0].url, work, args.timeline)
+        return {
+            "machine": info,
+            "settings": {
+                "calls": args.calls,
+                "seed_calls": args.seed_calls,
+                "rounds": args.rounds,
+                "concurrency": list(args.concurrency),
+                "sync_samples": args.sync_samples,
+            },
+            "paths": [p.name for p in started],
+            "rows": rows,
+            "cdf": cdf,
+            "sync_floor": floors,
+            "peak_rss_mib": memory,
+            "verdicts": verdicts(rows, floors),
+            "profile": prof,
+            "timeline": stages,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| path | clients | calls/s | p50 ms | p90 ms | p99 ms | proxy CPU µs/call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cpu = "–" if r["cpu_us"] is None else f"{r['cpu_us']:.0f}"
+        lines.append(
+            f"| {r['path']} | {r['concurrency']} | {r['per_s']:.0f} | {r['p50_ms']:.3f} | "
+            f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per path and concurrency")
     parser.add_argument(
-        "--role", choices=("bench", "upstream-fast", "hop", "gateway"), default="bench"
+        "--seed-calls", type=int, default=600, help="calls for cmcp-runtime (about 50/s)"
     )
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--target")
-    parser.add_argument("--calls", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--upstream", choices=("sdk", "fast"), default="fast")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--enforce", action="store_true", help="policy + audit + claims behind the seam"
+        "--concurrency",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=CONCURRENCY,
     )
+    parser.add_argument("--only", action="append", help="gateway configurations to include")
+    parser.add_argument("--no-seed", action="store_true", help="leave cmcp-runtime out")
+    parser.add_argument("--profile-seconds", type=float, default=0)
+    parser.add_argument("--sync-samples", type=int, default=200)
     parser.add_argument(
-        "--audit-dir", help="where the enforced gateway keeps its audit log (default: /tmp)"
+        "--timeline", type=int, default=0, help="calls of the stage-by-stage timing (0: none)"
     )
-    args = parser.parse_args()
-    if args.role == "upstream-fast":
-        asyncio.run(fast_upstream(args.port))
-    elif args.role == "hop":
-        asyncio.run(bare_hop(args.port, args.target))
-    elif args.role == "gateway":
-        asyncio.run(gateway(args.port, args.target, args.enforce, args.audit_dir))
-    else:
-        asyncio.run(run(args))
+    parser.add_argument("--warmup", type=int, default=100, help="calls per path before measuring")
+    parser.add_argument("--work", type=Path, help="where gateways keep their audit logs")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    print(table(result))
+    print(json.dumps(result["verdicts"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ then time warm decisions. Configurations:
 * ``tools``     10 000 scoped policies, requests spread over T distinct tools.
 * ``separate``  the scoped bundle with unscoped policies evaluated as a set of their own
                 (``inline_budget=0``: what happens when there are too many to copy).
+* ``memo``      the scoped bundle with the decision memo on (the gateway's default; every
+                other configuration turns it off so that Cedar runs on every decision),
+                requests over T tools: repeated requests are answered without Cedar.
 
-Results are recorded in docs/benchmarks.md ("Policy engine").
+Results: docs/benchmarks.md ("Policy scaling", written by `make bench`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def rss_mib() -> float:
 def run_one(config: dict[str, Any]) -> dict[str, Any]:
     """One configuration, measured in this (fresh) process."""
     from cmcp_sidecar.policy import PolicyEngine, PolicyRequest, ToolFacts
+    from cmcp_sidecar.policy.engine import MEMO_SIZE
     from cmcp_verifier.bundle import BundleFiles
     from cmcp_verifier.cedar_bundle import load_bundle
 
@@ -88,7 +92,10 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     bundle = load_bundle(files)
     t1 = time.perf_counter()
     engine = PolicyEngine.from_bundle(
-        bundle, indexed=config["indexed"], inline_budget=config.get("inline_budget", 50_000)
+        bundle,
+        indexed=config["indexed"],
+        inline_budget=config.get("inline_budget", 50_000),
+        memo_size=MEMO_SIZE if config.get("memo") else 0,
     )
     t2 = time.perf_counter()
     gc.collect()
@@ -149,6 +156,8 @@ def configurations(quick: bool) -> list[dict[str, Any]]:
     big = sizes[-1]
     out += [config("tools", big, t) for t in (10, 100, 1000, 10000) if t <= big]
     out.append(config("separate", big, big, inline_budget=0))
+    # The gateway's default: repeated requests are answered from the decision memo.
+    out += [config("memo", big, t, memo=True) for t in sorted({min(1000, big), big})]
     return out
 
 

@@ -214,6 +214,17 @@ async def test_closed_log_refuses_appends(tmp_path: Path) -> None:
     assert err.value.code == "audit.closed"
 
 
+@pytest.mark.parametrize("fsync", ["every", "batch"])
+async def test_close_writes_everything_queued_before_it(tmp_path: Path, fsync: FsyncMode) -> None:
+    log = await AuditLog.open(tmp_path, instance_id="gw", fsync=fsync, batch_max_delay_ms=20)
+    appends = [asyncio.create_task(log.append(call("s"))) for _ in range(40)]
+    await asyncio.sleep(0)  # every append is queued; none can be durable yet
+    await log.close()
+    seqs = [appended.seq for appended in await asyncio.gather(*appends)]
+    assert seqs == list(range(40))
+    assert audit.verify_chain(audit.read_log((tmp_path / LOG_FILE).read_bytes())).length == 40
+
+
 async def test_cancelled_appender_does_not_disturb_the_chain(tmp_path: Path) -> None:
     async with await AuditLog.open(tmp_path, instance_id="gw", batch_max_delay_ms=50) as log:
         task = asyncio.create_task(log.append(call("s")))

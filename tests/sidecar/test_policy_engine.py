@@ -17,7 +17,7 @@ from cmcp_sidecar.policy import (
     SessionFacts,
     ToolFacts,
 )
-from cmcp_sidecar.policy.engine import scope_key
+from cmcp_sidecar.policy.engine import cedar_readable, scope_key
 
 from ..policyfactory import engine, load
 
@@ -285,7 +285,7 @@ def test_unscoped_policies_are_copied_only_within_budget() -> None:
 
 
 def test_entity_cache_is_bounded() -> None:
-    eng = PolicyEngine.from_bundle(load(SCOPED_50), entity_cache_size=5)
+    eng = PolicyEngine.from_bundle(load(SCOPED_50), entity_cache_size=5, memo_size=0)
     for i in range(20):
         assert eng.decide(call(f"t{i}")).outcome == "deny"
     assert eng.stats().cached_entities == 5
@@ -404,10 +404,127 @@ def test_index_agrees_with_full_evaluation(
     policies: list[str], requests: list[PolicyRequest]
 ) -> None:
     bundle = load("\n".join(policies), arguments="n?: Long,")
-    full = PolicyEngine.from_bundle(bundle, indexed=False)
+    full = PolicyEngine.from_bundle(bundle, indexed=False, prune_context=False, memo_size=0)
     inline = PolicyEngine.from_bundle(bundle)
     separate = PolicyEngine.from_bundle(bundle, inline_budget=0)
-    for req in requests:
+    for req in requests + requests:  # the second time from the memo
         expected = _key(full.decide(req))
         assert _key(inline.decide(req)) == expected, req
         assert _key(separate.decide(req)) == expected, req
+
+
+# --- context pruning and the decision memo: the same decisions, fewer Cedar calls ------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "members"),
+    [
+        ("permit(principal, action, resource);", ()),
+        (
+            'permit(principal, action, resource) when { context.tool.labels.contains("x") };',
+            ("tool",),
+        ),
+        (
+            "permit(principal, action, resource) when { context has session && "
+            'context["gateway"].mode == "x" && context has arguments.q };',
+            ("arguments", "gateway", "session"),
+        ),
+        ("permit(principal, action, resource) when { context == context };", None),
+        ('permit(principal, action, resource) unless { context has "x" };', ("x",)),
+        ("permit(principal, action, resource) when { {a: context}.a has tool };", None),
+    ],
+)
+def test_context_members_policies_read(policy: str, members: tuple[str, ...] | None) -> None:
+    assert engine(policy, arguments="q?: String,").stats().context_members == members
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        ('{"q":"plain"}', True),
+        (json.dumps({"q": "\U0001f600"}), True),  # a pair
+        (json.dumps({"q": "\ud83d\ude00"}), True),  # two surrogates in a row read as a pair
+        (json.dumps({"q": "\udcff"}), False),
+        (json.dumps({"q": "\ud83d"}), False),
+        (json.dumps({"q": "\ud83dx\ude00"}), False),
+        (json.dumps({"q": "\ud83d\n"}), False),
+        (json.dumps({"q": "\\ud800\udc00"}), False),  # an escaped backslash, then a lone one
+        (json.dumps({"q": "\\ud800"}), True),  # only text
+        (json.dumps({"\udfff": 1}), False),
+    ],
+)
+def test_cedar_readable(text: str, readable: bool) -> None:
+    assert cedar_readable(text) is readable
+
+
+_json_args = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(st.characters(), max_size=6),  # surrogates included
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["q", "n", "__entity", "__extn", "x\udcff", ""]) | st.text(max_size=3),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+_ANY = "permit(principal, action, resource)"
+PRUNING_BUNDLES = [
+    f'{_ANY};\n@id("f") forbid(principal, action, resource == Tool::"t1");',
+    f'{_ANY} when {{ context.tool.labels.contains("x") }};',
+    f"{_ANY} when {{ context.arguments has n && context.arguments.n > 2 }};",
+    f'{_ANY} unless {{ context.session.data_classes_seen.contains("y") }};',
+]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(PRUNING_BUNDLES),
+    st.lists(
+        st.tuples(
+            st.sampled_from(TOOLS), st.dictionaries(st.text(max_size=3), _json_args, max_size=3)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sets(st.sampled_from(["x", "y"])),
+)
+def test_pruning_and_memo_keep_decisions(
+    policy: str, calls: list[tuple[str, dict[str, object]]], labels: set[str]
+) -> None:
+    bundle = load(policy, arguments="n?: Long,")
+    full = PolicyEngine.from_bundle(bundle, prune_context=False, memo_size=0)
+    fast = PolicyEngine.from_bundle(bundle)
+    facts = {"tool": ToolFacts.of(labels, None), "session": SessionFacts(frozenset(labels))}
+    for tool, args in calls + calls:
+        req = call(tool, args=args, **facts)
+        assert _key(fast.decide(req)) == _key(full.decide(req)), req
+
+
+def test_memo_spares_cedar_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = engine(BASE.replace("context.arguments has n && ", "false && "), memo_size=3)
+    assert eng.stats().context_members == ("arguments",)  # the overflow rule still names it
+    eng = engine("permit(principal, action, resource);", memo_size=3)
+    cedar_calls: list[object] = []
+    real = cedarpy.is_authorized
+    # A spy (not a fake): counts Cedar calls, the real engine decides.
+    monkeypatch.setattr(cedarpy, "is_authorized", lambda *a: cedar_calls.append(a) or real(*a))
+    first = eng.decide(call("t", args={"q": "1"}))
+    again = eng.decide(call("t", args={"q": "2"}))  # arguments are not read: the same request
+    assert again is first and len(cedar_calls) == 1
+    for name in ("a", "b", "c", "d"):
+        eng.decide(call(name))
+    assert eng.stats().memo_entries == 3 and len(cedar_calls) == 5
+    eng.decide(call("t"))  # evicted (oldest first): Cedar again
+    assert len(cedar_calls) == 6
+    big = engine(
+        "permit(principal, action, resource) when { context.arguments has q };",
+        arguments="q?: String,",
+    )
+    big.decide(call("t", args={"q": "x" * 2000}))  # a long context is decided, not kept
+    assert big.stats().memo_entries == 0

@@ -10,6 +10,7 @@ lone surrogates and excessive nesting.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -151,8 +152,61 @@ def check_canonicalizable(value: Any, *, allow_floats: bool = False, path: str =
 
 def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
     """RFC 8785 canonical UTF-8 bytes of ``value`` (integers only unless ``allow_floats``)."""
+    if _plain(value, 0):
+        try:
+            return _encode_plain(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the strict path below names it
     check_canonicalizable(value, allow_floats=allow_floats)
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, RecursionError, ValueError, TypeError) as exc:
         raise InputError(f"value has no RFC 8785 form: {exc}", code="json.canonical") from None
+
+
+# -- the fast path ------------------------------------------------------------------------
+#
+# For "plain" values the C JSON encoder writes exactly the RFC 8785 bytes:
+# * no floats — the only place where ECMAScript number formatting differs from Python's;
+# * object keys within the Basic Multilingual Plane — RFC 8785 orders keys by UTF-16 code
+#   units, Python by code points, and the two orders agree unless a key has a character
+#   above U+FFFF (encoded as surrogates, which sort below U+E000..U+FFFF);
+# * exact built-in types only (subclasses may override what either encoder calls);
+# * integers within ±(2^53-1), nesting within MAX_DEPTH (what check_canonicalizable asks).
+# String escaping is the same in both (\b \f \n \r \t \" \\ and lowercase \u00xx for the other
+# control characters, everything else as UTF-8); a lone surrogate makes the final UTF-8
+# encoding fail, and the strict path then reports it. tests/verifier/test_canonical_fast.py
+# checks the equality against ``rfc8785.dumps`` over generated values.
+_encode_plain = json.JSONEncoder(
+    ensure_ascii=False,
+    check_circular=False,  # _plain bounds the depth, so a cycle never gets here
+    allow_nan=False,
+    sort_keys=True,
+    separators=(",", ":"),
+).encode
+_ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when the fast path's encoding of ``value`` is its RFC 8785 form (see above)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        number: int = value
+        return -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and _ABOVE_BMP.search(key)):
+                return False
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 (a loop is faster than all() over a generator)
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    return False

@@ -160,6 +160,15 @@ def _event_log(provider: str, value: Any, tcti: str) -> Path | None:
     return _path(provider, value, "event_log")
 
 
+def missing_device(tcti: str) -> str | None:
+    """The device path of a ``device:PATH`` TCTI when no such file exists, else None."""
+    kind, _, conf = tcti.partition(":")
+    path = conf.split(",", 1)[0]
+    if kind == "device" and path and not os.path.exists(path):
+        return path
+    return None
+
+
 class TpmProvider(AttestationProvider):
     """TPM 2.0 quotes (see the module docs)."""
 
@@ -175,6 +184,9 @@ class TpmProvider(AttestationProvider):
         self._measured: str | None = None
 
     async def probe(self) -> Probe:
+        missing = missing_device(self.settings.tcti)
+        if missing is not None:  # decided without loading tpm2-tss (about 4 MiB of RSS)
+            return Probe(False, f"no TPM device at {missing}", hint=f"set {ENV_TCTI}")
         ak = await in_thread(self.name, self._prepare)
         return Probe(True, f"TPM at {self.settings.tcti}, AK: {ak.source}")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import sha256_digest
@@ -50,13 +50,18 @@ class _Fields:
     (``None``) are left out so entries stay small; ``session`` always appears."""
 
     __slots__ = ()
+    _names: ClassVar[dict[type, tuple[str, ...]]] = {}  # member names per class, found once
 
     def fields(self) -> dict[str, Any]:
+        names = _Fields._names.get(type(self))
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+            _Fields._names[type(self)] = names
         members: dict[str, Any] = {"session": None}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
+        for name in names:
+            value = getattr(self, name)
             if value is not None:
-                members[f.name] = list(value) if isinstance(value, tuple) else value
+                members[name] = list(value) if isinstance(value, tuple) else value
         return members
 
 

@@ -174,6 +174,7 @@ class AuditLog:
         writer, self._writer = self._writer, None
         if writer is None:
             return
+        writer.flush()
         await asyncio.get_running_loop().run_in_executor(None, writer.stop)
         os.close(writer.fd)
         if self.failure is None:

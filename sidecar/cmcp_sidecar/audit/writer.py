@@ -5,6 +5,10 @@ It owns the file descriptor and the chain position: it takes queued entries, giv
 with one ``fdatasync`` — per entry (``every``) or per group of entries that arrived together
 (``batch``: group commit). Only then does it hand the written records back to the event loop.
 A storage error stops the writer for good: every taken and queued entry gets the error.
+
+Hand-offs are the cost that matters on the hot path: the entries submitted in one step of
+the event loop go to the thread together, as one item of a ``queue.SimpleQueue`` (one wake-up
+at most), and come back with one ``call_soon_threadsafe`` per write.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -47,6 +52,7 @@ class Outcome:
 
 Deliver = Callable[[list[Outcome]], None]
 Fail = Callable[[AuditUnavailable, list[Pending]], None]
+_STOP = object()  # queued by stop(): write what came before, then end
 
 
 class ChainWriter:
@@ -71,8 +77,10 @@ class ChainWriter:
         self._max_entries = max_entries if group_commit else 1
         self._max_delay = max_delay_s if group_commit else 0.0
         self._loop, self._deliver, self._fail = loop, deliver, fail
-        self._queue: deque[Pending] = deque()
-        self._cond = threading.Condition()
+        self._outbox: list[Pending] = []  # submitted in this loop step (event loop only)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._held: deque[Pending] = deque()  # taken off the queue, not yet written (thread)
+        self._stopping = False  # the thread saw _STOP
         self._closing = False
         self.failure: AuditUnavailable | None = None
         self.syncs = 0  # write+sync rounds so far (metrics; shows group commit at work)
@@ -83,20 +91,30 @@ class ChainWriter:
 
     def submit(self, pending: Pending) -> None:
         """Queue an entry (called on the event loop); raises once the writer has failed."""
-        with self._cond:
-            if self.failure is not None:
-                raise self.failure.again()
-            if self._closing:
-                raise AuditUnavailable("the audit log is closed", code="audit.closed")
-            self._queue.append(pending)
-            self._cond.notify()
+        if self.failure is not None:
+            raise self.failure.again()
+        if self._closing:
+            raise AuditUnavailable("the audit log is closed", code="audit.closed")
+        if not self._outbox:
+            self._loop.call_soon(self.flush)
+        self._outbox.append(pending)
+
+    def flush(self) -> None:
+        """Hand what this loop step submitted to the thread (on the event loop)."""
+        if self._outbox:
+            self._queue.put(self._outbox)
+            self._outbox = []
 
     def stop(self) -> None:
-        """Write what is queued, then end the thread (blocking: call from a worker thread)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
+        """Write what is queued, then end the thread (blocking: call from a worker thread
+        after :meth:`flush` on the event loop)."""
+        self._closing = True
+        self._queue.put(_STOP)
         self._thread.join()
+        late = [p for items in self._drain_queue() for p in items]  # never left hanging
+        if late:
+            error = self.failure or AuditUnavailable("the audit log is closed", code="audit.closed")
+            self._call_loop(self._fail, error, late)
 
     def _run(self) -> None:
         while batch := self._take():
@@ -119,16 +137,40 @@ class ChainWriter:
             self._call_loop(self._deliver, outcomes)
 
     def _take(self) -> list[Pending]:
-        with self._cond:
-            while not self._queue and not self._closing:
-                self._cond.wait()
-            if self._max_delay and len(self._queue) < self._max_entries and not self._closing:
-                self._cond.wait_for(
-                    lambda: len(self._queue) >= self._max_entries or self._closing,
-                    timeout=self._max_delay,
-                )
-            count = min(len(self._queue), self._max_entries)
-            return [self._queue.popleft() for _ in range(count)]
+        """The next group to write (empty: stopped and nothing left)."""
+        held = self._held
+        if not held and not self._stopping:
+            self._receive(self._queue.get())
+        self._receive_all(self._drain_queue())
+        if self._max_delay and len(held) < self._max_entries and not self._stopping:
+            deadline = time.monotonic() + self._max_delay
+            while len(held) < self._max_entries and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    self._receive(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        count = min(len(held), self._max_entries)
+        return [held.popleft() for _ in range(count)]
+
+    def _receive(self, item: Any) -> None:
+        if item is _STOP:
+            self._stopping = True
+        else:
+            self._held.extend(item)
+
+    def _receive_all(self, items: list[Any]) -> None:
+        for item in items:
+            self._receive(item)
+
+    def _drain_queue(self) -> list[Any]:
+        items = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.append(self._queue.get_nowait())
+        return items
 
     def _write(self, batch: list[Pending]) -> list[Outcome]:
         outcomes, chunks = self._encode(batch)
@@ -177,11 +219,17 @@ class ChainWriter:
         return outcomes, chunks
 
     def _stop_with(self, error: AuditUnavailable, batch: list[Pending]) -> None:
-        with self._cond:
-            self.failure = error
-            batch = batch + list(self._queue)
-            self._queue.clear()
-        self._call_loop(self._fail, error, batch)
+        """Fail the batch, everything held and queued, and whatever arrives until stop()."""
+        self.failure = error
+        self._receive_all(self._drain_queue())
+        failed = batch + list(self._held)
+        self._held.clear()
+        self._call_loop(self._fail, error, failed)
+        while not self._stopping:  # submit() may have checked failure just before it was set
+            self._receive(self._queue.get())
+            if self._held:
+                self._call_loop(self._fail, error, list(self._held))
+                self._held.clear()
 
     def _call_loop(self, fn: Callable[..., None], *args: Any) -> None:
         # RuntimeError: the event loop is gone, so nobody is waiting any more.

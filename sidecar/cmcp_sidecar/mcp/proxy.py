@@ -137,6 +137,10 @@ def rpc_refusal(
     return Refused(response, exc.reason or _REASON.get(exc.code, "jsonrpc.error"), msg, ctx)
 
 
+def _too_large(limit: int) -> Refused:
+    return http_refusal(413, f"request body exceeds {limit} bytes", "http.too_large")
+
+
 Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 
@@ -237,9 +241,8 @@ class Proxy:
 
     async def _body(self, request: web.Request) -> bytes:
         limit = self.hub.limits.max_request_bytes
-        too_large = http_refusal(413, f"request body exceeds {limit} bytes", "http.too_large")
         if request.content_length is not None and request.content_length > limit:
-            raise too_large
+            raise _too_large(limit)
         data = b""
         while not request.content.at_eof():  # read() may return less than asked
             more = await request.content.read(limit + 1 - len(data))
@@ -247,7 +250,7 @@ class Proxy:
                 break
             data += more
             if len(data) > limit:
-                raise too_large
+                raise _too_large(limit)
         return data
 
     def _session(self, request: web.Request, principal: str, msg: Message | None = None) -> Session:

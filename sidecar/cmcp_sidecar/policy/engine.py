@@ -21,11 +21,26 @@ copies, so memory is bounded by the bundle, and nothing is parsed per call but t
 Evaluation errors fail closed: when any policy that applies errors, the decision is deny
 (``reason: error``) — Cedar itself would skip the failing policy, which for a ``forbid``
 would let the request through.
+
+Two savings keep a decision cheap without changing it (docs/benchmarks.md):
+
+* **context pruning** — Cedar reads ``context`` only through the attributes policies name
+  (``context.tool``, ``context has session``); the engine finds them in the bundle's policies
+  at load and gives Cedar only those top-level members (all of them when any policy uses
+  ``context`` as a whole). Members left out are still checked for what Cedar could not read
+  (a lone surrogate), so such a request fails closed as before;
+* **decision memo** — Cedar is deterministic: the same policy set, principal, action,
+  resource and context always give the same decision. Decisions are kept, bounded
+  (:data:`MEMO_SIZE` entries of requests whose context is at most :data:`MEMO_MAX_CONTEXT`
+  characters), keyed by exactly what Cedar was given; a new bundle means a new engine and an
+  empty memo. With pruning, calls whose policies do not read ``context.arguments`` share one
+  decision per tool, session facts and principal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -35,7 +50,13 @@ from typing import Any
 import cedarpy
 
 from cmcp_verifier.cedar_bundle import LoadedBundle, PolicyInfo
-from cmcp_verifier.cedar_contract import ACTION_TYPE, PRINCIPAL_TYPE, SERVER_TYPE, ContextError
+from cmcp_verifier.cedar_contract import (
+    ACTION_TYPE,
+    PRINCIPAL_TYPE,
+    SERVER_TYPE,
+    ContextError,
+    cedar_value,
+)
 from cmcp_verifier.obligations import union_all
 
 from .decision import Decision, EvalError
@@ -45,6 +66,9 @@ from .request import PolicyRequest
 INLINE_BUDGET = 50_000
 #: Per-resource entity handles kept (an agent can name any number of tools).
 ENTITY_CACHE_SIZE = 4096
+#: Decisions kept (see the module docs), and the longest context JSON worth keeping.
+MEMO_SIZE = 4096
+MEMO_MAX_CONTEXT = 1024
 Key = tuple[str, ...]  # ("uid", type, id) | ("is", type)
 _UNSCOPED: Key = ()
 
@@ -70,6 +94,8 @@ class EngineStats:
     inline_unscoped: bool
     policy_sets: int  # built so far (one per bucket used, plus the unscoped set)
     cached_entities: int
+    memo_entries: int = 0  # decisions kept
+    context_members: tuple[str, ...] | None = None  # what Cedar is given (None: all)
 
 
 class _EntityCache:
@@ -108,8 +134,14 @@ class PolicyEngine:
         indexed: bool = True,
         inline_budget: int = INLINE_BUDGET,
         entity_cache_size: int = ENTITY_CACHE_SIZE,
+        prune_context: bool = True,
+        memo_size: int = MEMO_SIZE,
     ) -> None:
         self.bundle = bundle
+        self._context_keys = context_attributes(bundle.policies) if prune_context else None
+        self._memo: dict[tuple[str, ...], Decision] = {}
+        self._memo_size = memo_size
+        self._memo_lock = threading.Lock()
         self._unscoped: list[str] = []
         self._buckets: dict[Key, list[str]] = {}
         for policy in bundle.policies:
@@ -131,9 +163,44 @@ class PolicyEngine:
     def decide(self, request: PolicyRequest) -> Decision:
         """Evaluate one request; never raises for bad input (it denies, fail closed)."""
         try:
-            context = request.context()
+            context = self._context_json(request)
         except ContextError as exc:
             return self._fail([EvalError(None, str(exc))])
+        key = (
+            request.principal,
+            request.action,
+            request.resource_type,
+            request.resource_id,
+            request.server,
+            context,
+        )
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._evaluate(request, context)
+            if self._memo_size and len(context) <= MEMO_MAX_CONTEXT:
+                self._remember(key, decision)
+        return decision
+
+    def _context_json(self, request: PolicyRequest) -> str:
+        """The context Cedar is given, as JSON text: the members policies read.
+
+        The same record as :meth:`PolicyRequest.context` (which raises the same ContextError),
+        with the facts' JSON built once per facts object rather than per call.
+        """
+        members = {
+            "arguments": json.dumps(cedar_value(request.arguments)),
+            "tool": request.tool.record_json,
+            "session": request.session.record_json,
+            "gateway": request.gateway.record_json,
+        }
+        keys = self._context_keys
+        if keys is not None and all(
+            name in keys or cedar_readable(text) for name, text in members.items()
+        ):
+            members = {name: text for name, text in members.items() if name in keys}
+        return "{" + ",".join(f'"{name}":{text}' for name, text in members.items()) + "}"
+
+    def _evaluate(self, request: PolicyRequest, context: str) -> Decision:
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.principal},
             "action": {"type": ACTION_TYPE, "id": request.action},
@@ -150,6 +217,12 @@ class PolicyEngine:
             return self._fail([EvalError(None, f"Cedar rejected the request: {exc}")])
         return self._combine(results)
 
+    def _remember(self, key: tuple[str, ...], decision: Decision) -> None:
+        with self._memo_lock:
+            if len(self._memo) >= self._memo_size:
+                del self._memo[next(iter(self._memo))]  # the oldest
+            self._memo[key] = decision
+
     def stats(self) -> EngineStats:
         return EngineStats(
             policies=len(self.bundle.policies),
@@ -158,6 +231,10 @@ class PolicyEngine:
             inline_unscoped=self._inline,
             policy_sets=len(self._sets),
             cached_entities=len(self._entities),
+            memo_entries=len(self._memo),
+            context_members=None
+            if self._context_keys is None
+            else tuple(sorted(self._context_keys)),
         )
 
     def _parts(self, request: PolicyRequest) -> list[Any]:
@@ -216,6 +293,62 @@ class PolicyEngine:
 
     def _policy(self, policy_id: str) -> PolicyInfo:
         return self.bundle.policy(policy_id)
+
+
+def context_attributes(policies: Iterable[PolicyInfo]) -> frozenset[str] | None:
+    """The top-level ``context`` members these policies read; None when one uses ``context``
+    as a whole (compared, passed to a function…), so nothing may be left out."""
+    used: set[str] = set()
+    for policy in policies:
+        stack: list[Any] = [json.loads(policy.est_json)]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, dict):
+                attr = _context_attribute(node)
+                if attr is not None:
+                    used.add(attr)
+                elif node.get("Var") == "context":
+                    return None
+                else:
+                    stack.extend(node.values())
+    return frozenset(used)
+
+
+def _context_attribute(node: dict[str, Any]) -> str | None:
+    """``attr`` of an EST node ``context.attr`` / ``context has attr``, else None."""
+    if len(node) != 1:
+        return None
+    ((op, inner),) = node.items()
+    if op not in (".", "has") or not isinstance(inner, dict) or len(inner) != 2:
+        return None
+    attr = inner.get("attr")
+    return attr if inner.get("left") == {"Var": "context"} and isinstance(attr, str) else None
+
+
+def cedar_readable(text: str) -> bool:
+    """False when JSON text written by ``json.dumps`` (ASCII escapes) has a lone surrogate
+    escape, which Cedar's JSON reader refuses; a member left out of the context must not
+    hide that (the request fails closed, as with the whole context)."""
+    if "\\ud" not in text:
+        return True
+    high_end = -1  # end of an unpaired high surrogate escape just seen
+    for match in _ESCAPES.finditer(text):
+        code = int(match.group(1), 16) if match.group(1) else -1
+        if high_end >= 0:
+            if 0xDC00 <= code <= 0xDFFF and match.start() == high_end:
+                high_end = -1
+                continue
+            return False
+        if 0xD800 <= code <= 0xDBFF:
+            high_end = match.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return False
+    return high_end < 0
+
+
+_ESCAPES = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)")  # every escape, so "\\\\" is one
 
 
 def _resource_entities(request: PolicyRequest) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,12 @@ class ToolFacts:
     labels: frozenset[str] = frozenset()
     annotations: Mapping[str, bool | str] = field(default_factory=lambda: normalize_annotations({}))
     record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    record_json: str = field(init=False, repr=False, compare=False)  # built once, not per call
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "record", tool_record(self.labels, self.annotations))
+        record = tool_record(self.labels, self.annotations)
+        object.__setattr__(self, "record", record)
+        object.__setattr__(self, "record_json", json.dumps(record))
 
     @classmethod
     def of(cls, labels: Iterable[str], annotations: Mapping[str, Any] | None) -> ToolFacts:
@@ -41,9 +45,12 @@ class GatewayFacts:
     mode: str = "enforcing"
     platform: str = ""
     record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    record_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "record", gateway_record(self.mode, self.platform))
+        record = gateway_record(self.mode, self.platform)
+        object.__setattr__(self, "record", record)
+        object.__setattr__(self, "record_json", json.dumps(record))
 
 
 NO_TOOL_FACTS = ToolFacts()

@@ -11,6 +11,7 @@ a ``communication`` tool once anything labelled ``mnpi`` was read in the same se
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,12 @@ class SessionFacts:
 
     data_classes_seen: frozenset[str] = frozenset()
     record: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    record_json: str = field(init=False, repr=False, compare=False)  # built once, not per call
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "record", session_record(self.data_classes_seen))
+        record = session_record(self.data_classes_seen)
+        object.__setattr__(self, "record", record)
+        object.__setattr__(self, "record_json", json.dumps(record))
 
     def after_result(self, labels: Iterable[str]) -> SessionFacts:
         """The facts after a result from a tool with these labels reached the agent.
