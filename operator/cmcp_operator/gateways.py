@@ -122,7 +122,11 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
         state.plan, state.bundle_hash, state.blocked = None, None, (reason, message)
         return
     status = bundle.get("status") or {}
-    config = render_config(spec, has_catalog=bool(status.get("catalogHash")))
+    config = render_config(
+        spec,
+        has_catalog=bool(status.get("catalogHash")),
+        default_mode=ctx.settings.default_enforcement_mode,
+    )
     cm = config_map(state.name, state.namespace, state.owner(), config)
     if not await _ensure_configmap(ctx, state, cm):
         return

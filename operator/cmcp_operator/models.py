@@ -477,7 +477,8 @@ class McpGatewaySpec(Model):
             },
         ),
     ]
-    enforcement_mode: EnforcementMode = "enforcing"
+    # Unset: the operator's --default-enforcement-mode (Helm value enforcement.defaultMode).
+    enforcement_mode: EnforcementMode | None = None
     attestation: Attestation = Attestation()
     placement: Placement = Placement()
     sidecar: Sidecar = Sidecar()
@@ -519,6 +520,7 @@ class PodClaim(Model):
 
 class McpGatewayStatus(Model):
     observed_generation: int | None = None
+    enforcement_mode: EnforcementMode | None = None
     bundle_hash: Annotated[str | None, Field(pattern=DIGEST_PATTERN)] = None
     short_bundle_hash: Annotated[str | None, Field(max_length=12)] = None
     config_map_name: Annotated[str | None, Field(max_length=253)] = None
@@ -564,7 +566,7 @@ BUNDLE_COLUMNS: list[dict[str, Any]] = [
 ]
 
 GATEWAY_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Mode", "type": "string", "jsonPath": ".spec.enforcementMode"},
+    {"name": "Mode", "type": "string", "jsonPath": ".status.enforcementMode"},
     {"name": "Bundle", "type": "string", "jsonPath": ".status.shortBundleHash"},
     {"name": "Workloads", "type": "integer", "jsonPath": ".status.workloads.injected"},
     {"name": "Pods", "type": "integer", "jsonPath": ".status.podsInjected"},

@@ -23,12 +23,14 @@ def upstream_headers_path(upstream: str) -> str:
     return f"{api.UPSTREAMS_DIR}/{upstream}/headers"
 
 
-def render_config(spec: McpGatewaySpec, *, has_catalog: bool) -> dict[str, Any]:
-    """The sidecar config mapping for this gateway."""
+def render_config(
+    spec: McpGatewaySpec, *, has_catalog: bool, default_mode: str = "enforcing"
+) -> dict[str, Any]:
+    """The sidecar config mapping for this gateway (``default_mode`` when it names none)."""
     att = spec.attestation
     attestation: dict[str, Any] = {
         "provider": att.provider,
-        "enforcement_mode": spec.enforcement_mode,
+        "enforcement_mode": spec.enforcement_mode or default_mode,
         "validity_seconds": att.validity_seconds,
         "staleness_policy": att.staleness_policy,
     }

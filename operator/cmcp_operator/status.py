@@ -81,6 +81,8 @@ def build(
     ]
     status: dict[str, Any] = {
         "observedGeneration": state.generation,
+        "enforcementMode": (spec.enforcement_mode if spec else None)
+        or ctx.settings.default_enforcement_mode,
         "bundleHash": state.bundle_hash,
         "shortBundleHash": state.bundle_hash.removeprefix("sha256:")[:12]
         if state.bundle_hash

@@ -40,6 +40,16 @@ def test_minimal(tmp_path: Path) -> None:
     assert cfg.audit.path == f"{api.DATA_DIR}/audit"
 
 
+def test_default_enforcement_mode_applies_only_when_unset() -> None:
+    unset = McpGatewaySpec.model_validate(BASE)
+    assert unset.enforcement_mode is None
+    rendered = render_config(unset, has_catalog=False, default_mode="advisory")
+    assert rendered["attestation"]["enforcement_mode"] == "advisory"
+    named = McpGatewaySpec.model_validate({**BASE, "enforcementMode": "enforcing"})
+    rendered = render_config(named, has_catalog=False, default_mode="silent")
+    assert rendered["attestation"]["enforcement_mode"] == "enforcing"
+
+
 def test_everything(tmp_path: Path) -> None:
     spec = McpGatewaySpec.model_validate(
         {
