@@ -263,8 +263,10 @@ def _reconcile_with_chart_identity(cluster: K8sCluster, ns: str, name: str, tmp:
             raise
         gw = cluster.wait_for(
             "status written",
-            lambda: (get(cluster, "mcpgw", "gw", work) or {}).get("status", {}).get("bundleHash")
-            and get(cluster, "mcpgw", "gw", work),
+            lambda: (
+                (get(cluster, "mcpgw", "gw", work) or {}).get("status", {}).get("bundleHash")
+                and get(cluster, "mcpgw", "gw", work)
+            ),
         )
         assert gw["status"]["enforcementMode"] == "enforcing"
     finally:
