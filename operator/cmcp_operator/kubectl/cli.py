@@ -10,12 +10,16 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmcp_verifier.cedar_bundle import BundleValidationError
 from cmcp_verifier.errors import CmcpError
 
-from . import bundle, cluster, output, status, verify
+from . import bundle, output, status
+from .verify import Target, verify
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 EXIT_OK, EXIT_VERDICT, EXIT_USAGE = 0, 1, 2
 GATEWAY_COLUMNS = [
@@ -67,19 +71,21 @@ def _opt(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return getattr(args, name, default)
 
 
-def _connect(args: argparse.Namespace) -> tuple[cluster.Cluster, str | None]:
-    c = cluster.connect(_opt(args, "kubeconfig"), _opt(args, "context"), _opt(args, "namespace"))
+def _connect(args: argparse.Namespace) -> tuple[Cluster, str | None]:
+    from .cluster import connect  # the kubernetes client takes a second to import
+
+    c = connect(_opt(args, "kubeconfig"), _opt(args, "context"), _opt(args, "namespace"))
     return c, None if _opt(args, "all_namespaces", False) else c.namespace
 
 
 def cmd_verify(args: argparse.Namespace, fmt: str) -> int:
     try:
-        target = verify.Target.parse(args.target)
+        target = Target.parse(args.target)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     c, namespace = _connect(args)
-    rows = verify.verify(c, namespace, target)
+    rows = verify(c, namespace, target)
     ok = bool(rows) and all(r["verdict"] == "verified" for r in rows)
     if fmt != "table":
         output.emit({"verified": ok, "claims": rows}, fmt)

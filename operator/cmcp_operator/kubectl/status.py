@@ -6,9 +6,10 @@ claims) and the injected pods; ``kubectl cmcp verify`` re-verifies the claims lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cluster import Cluster
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -10,13 +10,15 @@ rules the operator applies, computed on this machine from the raw claims.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ..claims import ClaimRecord, Verdict, judge, latest_per, read, rfc3339
 from ..models import McpGatewaySpec
-from .cluster import Cluster
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Target:
         if not text:
             return cls()
         kind, sep, name = text.partition("/")
+        if sep and not name:
+            raise ValueError(f"cannot verify {text!r}: the name is missing")
         if sep and kind in ("pod", "pods", "po"):
             return cls(pod=name)
         if sep and kind in ("mcpgateway", "mcpgateways", "mcpgw"):
