@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.verifier.claimfactory import make_claim
 
 from cmcp_e2e import procs
 from cmcp_e2e.handle import K8sCluster
+from cmcp_sidecar.claims.kubernetes import ApiTarget, KubernetesConfigMapSink, PodIdentity
 from cmcp_verifier.bundle import read_bundle_dir
 
 REPO = Path(__file__).resolve().parents[3]
@@ -188,6 +190,35 @@ def serve(
 def injected(obj: dict[str, Any] | None) -> bool:
     spec = ((obj or {}).get("spec") or {}).get("template", {}).get("spec", {})
     return any(c.get("name") == "cmcp-gateway" for c in spec.get("initContainers") or [])
+
+
+def publish_claim(
+    cluster: K8sCluster,
+    pod: dict[str, Any],
+    digest: str,
+    session: str,
+    *,
+    gateway_extra: dict[str, Any] | None = None,
+    **kw: Any,
+) -> None:
+    """A signed (software) claim of ``pod`` as a ConfigMap, exactly as the sidecar's
+    Kubernetes sink writes it; ``gateway_extra`` is merged into the claim's gateway section
+    before signing."""
+
+    def mutate(trace: dict[str, Any], gw: dict[str, Any]) -> None:
+        gw["instance_id"] = pod["metadata"]["name"]
+        for key, value in (gateway_extra or {}).items():
+            gw[key] = {**gw[key], **value} if isinstance(gw.get(key), dict) else value
+
+    claim, _ = make_claim(session=session, bundle=digest, mutate=mutate, **kw)
+    meta = pod["metadata"]
+    sink = KubernetesConfigMapSink(
+        "/nonexistent",
+        ApiTarget("https://unused", Path("/nonexistent"), None),
+        PodIdentity(meta["name"], meta["namespace"], meta["uid"], "gw"),
+    )
+    cm = sink.configmap(f"{session}-1", json.dumps(claim).encode())
+    cluster.kubectl("create", "-f", "-", input=json.dumps(cm))
 
 
 # -- the operator as a process, with least-privilege credentials ---------------------------------

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opkit import REPO, OperatorProcess, get, get_list, token_kubeconfig
-from test_kubectl_plugin import publish_claim
+from opkit import REPO, OperatorProcess, get, get_list, publish_claim, token_kubeconfig
 
 from cmcp_e2e import build
 from cmcp_e2e.cluster import LocalCluster

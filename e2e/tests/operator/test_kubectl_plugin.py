@@ -18,13 +18,12 @@ from opkit import (
     OperatorProcess,
     bundle_hash,
     get_list,
+    publish_claim,
     serve,
     wait_condition,
 )
-from tests.verifier.claimfactory import make_claim
 
 from cmcp_e2e.handle import K8sCluster
-from cmcp_sidecar.claims.kubernetes import ApiTarget, KubernetesConfigMapSink, PodIdentity
 
 BIN = Path(sys.executable).parent
 
@@ -55,25 +54,6 @@ def _pod(cluster: K8sCluster, ns: str) -> dict[str, Any]:
         return pods[0] if len(pods) == 1 else None
 
     return cluster.wait_for("one injected pod", one, timeout=60)
-
-
-def publish_claim(
-    cluster: K8sCluster, pod: dict[str, Any], digest: str, session: str, **kw: Any
-) -> None:
-    """A claim ConfigMap exactly as the sidecar's Kubernetes sink writes it."""
-
-    def mutate(trace: dict[str, Any], gw: dict[str, Any]) -> None:
-        gw["instance_id"] = pod["metadata"]["name"]
-
-    claim, _ = make_claim(session=session, bundle=digest, mutate=mutate, **kw)
-    meta = pod["metadata"]
-    sink = KubernetesConfigMapSink(
-        "/nonexistent",
-        ApiTarget("https://unused", Path("/nonexistent"), None),
-        PodIdentity(meta["name"], meta["namespace"], meta["uid"], "gw"),
-    )
-    cm = sink.configmap(f"{session}-1", json.dumps(claim).encode())
-    cluster.kubectl("create", "-f", "-", input=json.dumps(cm))
 
 
 def test_plugin_is_discovered_by_kubectl(k8s_cluster: K8sCluster) -> None:
