@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from cmcp_verifier.bundle import read_bundle_dir
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
+BIN = Path(sys.executable).parent  # where the console scripts (kubectl-cmcp) are
 SIDECAR_IMAGE = "registry.invalid/cmcp-sidecar:e2e"
 OPERATOR_NS = "cmcp-system"
 
@@ -190,6 +192,22 @@ def serve(
 def injected(obj: dict[str, Any] | None) -> bool:
     spec = ((obj or {}).get("spec") or {}).get("template", {}).get("spec", {})
     return any(c.get("name") == "cmcp-gateway" for c in spec.get("initContainers") or [])
+
+
+def kubectl_cmcp(
+    cluster: K8sCluster, *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl cmcp ARGS` with the plugin on PATH, as a user would run it."""
+    env = dict(env if env is not None else cluster.env())
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    return subprocess.run(
+        [str(cluster.kubectl_path), "cmcp", *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def publish_claim(

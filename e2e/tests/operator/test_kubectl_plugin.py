@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,34 +13,18 @@ from typing import Any
 import pytest
 import yaml
 from opkit import (
+    BIN,
     POLICIES,
     OperatorProcess,
     bundle_hash,
     get_list,
+    kubectl_cmcp,
     publish_claim,
     serve,
     wait_condition,
 )
 
 from cmcp_e2e.handle import K8sCluster
-
-BIN = Path(sys.executable).parent
-
-
-def kubectl_cmcp(
-    cluster: K8sCluster, *args: str, env: dict[str, str] | None = None, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`kubectl cmcp ARGS` with the plugin on PATH, as a user would run it."""
-    env = dict(env if env is not None else cluster.env())
-    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
-    return subprocess.run(
-        [str(cluster.kubectl_path), "cmcp", *args],
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _pod(cluster: K8sCluster, ns: str) -> dict[str, Any]:
