@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -208,6 +209,24 @@ def kubectl_cmcp(
         text=True,
         timeout=60,
     )
+
+
+DOC_MARKER = re.compile(r"<!-- walkthrough: (\w+) -->")
+
+
+def doc_steps(text: str) -> list[tuple[str, str]]:
+    """("run", command) for each `$ ` line of a console block, ("hook", name) for markers."""
+    out: list[tuple[str, str]] = []
+    in_console = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_console = line.strip() == "```console"
+            continue
+        if in_console and line.startswith("$ "):
+            out.append(("run", line[2:]))
+        elif m := DOC_MARKER.fullmatch(line.strip()):
+            out.append(("hook", m.group(1)))
+    return out
 
 
 def publish_claim(

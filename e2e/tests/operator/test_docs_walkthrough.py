@@ -11,14 +11,21 @@ Kubernetes sink would."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opkit import REPO, OperatorProcess, get, get_list, publish_claim, token_kubeconfig
+from opkit import (
+    REPO,
+    OperatorProcess,
+    doc_steps,
+    get,
+    get_list,
+    publish_claim,
+    token_kubeconfig,
+)
 
 from cmcp_e2e import build
 from cmcp_e2e.cluster import LocalCluster
@@ -26,22 +33,6 @@ from cmcp_e2e.handle import K8sCluster
 
 pytestmark = pytest.mark.k8s
 DOC = REPO / "docs" / "helm.md"
-MARKER = re.compile(r"<!-- walkthrough: (\w+) -->")
-
-
-def steps(text: str) -> list[tuple[str, str]]:
-    """("run", command) for each `$ ` line of a console block, ("hook", name) for markers."""
-    out: list[tuple[str, str]] = []
-    in_console = False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            in_console = line.strip() == "```console"
-            continue
-        if in_console and line.startswith("$ "):
-            out.append(("run", line[2:]))
-        elif m := MARKER.fullmatch(line.strip()):
-            out.append(("hook", m.group(1)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ def _publish(cluster: K8sCluster) -> None:
 
 
 def test_doc_lists_only_runnable_steps() -> None:
-    kinds = [s for s in steps(DOC.read_text()) if s[0] == "hook"]
+    kinds = [s for s in doc_steps(DOC.read_text()) if s[0] == "hook"]
     assert kinds == [("hook", "operator"), ("hook", "claim")]
 
 
@@ -101,7 +92,7 @@ def test_helm_walkthrough(fresh_cluster: K8sCluster, tmp_path: Path) -> None:
     }
     operator: OperatorProcess | None = None
     try:
-        for kind, value in steps(DOC.read_text()):
+        for kind, value in doc_steps(DOC.read_text()):
             if kind == "hook" and value == "operator":
                 operator = _start_operator(cluster, tmp_path)
             elif kind == "hook":
