@@ -190,6 +190,24 @@ def serve(
     return digest, original
 
 
+def injected_pod(
+    cluster: K8sCluster, ns: str, gateway: str = "gw", *, where: Any = None
+) -> dict[str, Any]:
+    """The one running (not terminating) pod of the gateway (matching ``where``), awaited."""
+
+    def one() -> dict[str, Any] | None:
+        pods = [
+            p
+            for p in get_list(cluster, "pods", ns, f"cmcp.dev/gateway={gateway}")
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and (where is None or where(p))
+        ]
+        return pods[0] if len(pods) == 1 else None
+
+    return cluster.wait_for("one injected pod", one, timeout=60)
+
+
 def injected(obj: dict[str, Any] | None) -> bool:
     spec = ((obj or {}).get("spec") or {}).get("template", {}).get("spec", {})
     return any(c.get("name") == "cmcp-gateway" for c in spec.get("initContainers") or [])
@@ -395,6 +413,27 @@ class OperatorProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def operator_like_deployment(
+    cluster: K8sCluster, namespace: str, name: str, log_dir: Path, *extra: str
+) -> OperatorProcess:
+    """An operator process with the ServiceAccount token and the container arguments of a
+    Deployment (e.g. the Helm chart's), in place of its pod (kwok runs no containers); ports
+    and leader election are the process's own."""
+    dep = get(cluster, "deployment", name, namespace)
+    assert dep is not None, f"deployment {namespace}/{name}"
+    pod = dep["spec"]["template"]["spec"]
+    local = ("--metrics-port", "--health-port", "--leader-election", "--lease")
+    args = [
+        a
+        for a in pod["containers"][0]["args"]
+        if not a.startswith(local) and a not in ("--all-namespaces", "--log-format=json")
+    ]
+    sa = pod["serviceAccountName"]
+    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout
+    kubeconfig = token_kubeconfig(cluster, log_dir / f"{name}.kubeconfig", token.strip(), sa)
+    return OperatorProcess(kubeconfig, log_dir, *args, name=f"{name}-local").start(*extra)
 
 
 @contextlib.contextmanager

@@ -22,9 +22,9 @@ from opkit import (
     OperatorProcess,
     doc_steps,
     get,
-    get_list,
+    injected_pod,
+    operator_like_deployment,
     publish_claim,
-    token_kubeconfig,
 )
 
 from cmcp_e2e import build
@@ -44,32 +44,8 @@ def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sClust
         cluster.stop()
 
 
-def _start_operator(cluster: K8sCluster, tmp: Path) -> OperatorProcess:
-    dep = get(cluster, "deployment", "cmcp-operator", "cmcp-system")
-    assert dep is not None
-    pod = dep["spec"]["template"]["spec"]
-    args = [
-        a
-        for a in pod["containers"][0]["args"]
-        if not a.startswith(("--metrics-port", "--health-port", "--leader-election", "--lease"))
-        and a not in ("--all-namespaces", "--log-format=json")
-    ]
-    sa = pod["serviceAccountName"]
-    token = cluster.kubectl("create", "token", sa, "-n", "cmcp-system").stdout.strip()
-    kubeconfig = token_kubeconfig(cluster, tmp / "operator.kubeconfig", token, sa)
-    return OperatorProcess(kubeconfig, tmp, *args, name="walkthrough-operator").start()
-
-
 def _publish(cluster: K8sCluster) -> None:
-    def running() -> dict[str, object] | None:
-        pods = [
-            p
-            for p in get_list(cluster, "pods", "agents", "cmcp.dev/gateway=gw")
-            if p["status"].get("phase") == "Running"
-        ]
-        return pods[0] if pods else None
-
-    pod = cluster.wait_for("the agent pod", running, timeout=60)
+    pod = injected_pod(cluster, "agents")
     gw = get(cluster, "mcpgw", "gw", "agents")
     assert gw is not None
     publish_claim(cluster, pod, gw["spec"]["bundle"]["hash"], "walkthrough", decisions=["allow"])
@@ -94,7 +70,9 @@ def test_helm_walkthrough(fresh_cluster: K8sCluster, tmp_path: Path) -> None:
     try:
         for kind, value in doc_steps(DOC.read_text()):
             if kind == "hook" and value == "operator":
-                operator = _start_operator(cluster, tmp_path)
+                operator = operator_like_deployment(
+                    cluster, "cmcp-system", "cmcp-operator", tmp_path
+                )
             elif kind == "hook":
                 _publish(cluster)
             else:

@@ -16,7 +16,6 @@ import pytest
 import yaml
 from opkit import (
     REPO,
-    OperatorProcess,
     apply,
     bundle,
     bundle_hash,
@@ -24,7 +23,7 @@ from opkit import (
     gateway,
     get,
     injected,
-    token_kubeconfig,
+    operator_like_deployment,
     wait_condition,
 )
 
@@ -233,21 +232,10 @@ def _reconcile_with_chart_identity(cluster: K8sCluster, ns: str, name: str, tmp:
     """The operator with the chart's ServiceAccount token and the Deployment's own arguments
     (ports and leader election adapted to a local process) injects a sidecar into a workload
     and reports the chart's default enforcement mode."""
-    dep = get(cluster, "deployment", name, ns)
-    assert dep is not None
-    chart_args = [
-        a
-        for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]
-        if not a.startswith(("--metrics-port", "--health-port", "--leader-election", "--lease"))
-        and a not in ("--all-namespaces", "--log-format=json")
-    ]
-    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
-    token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
-    kubeconfig = token_kubeconfig(cluster, tmp / "chart-sa.kubeconfig", token, sa)
     work = cluster.create_namespace("helm-work")
-    op = OperatorProcess(kubeconfig, tmp, *chart_args, name="chart-operator")
+    op = None
     try:
-        op.start("--namespace", work)
+        op = operator_like_deployment(cluster, ns, name, tmp, "--namespace", work)
         digest = bundle_hash("allow-all-but-one")
         apply(cluster, bundle("policy", work, expected=digest))
         wait_condition(cluster, "mcpb", "policy", work, "Ready", "True")
@@ -270,5 +258,6 @@ def _reconcile_with_chart_identity(cluster: K8sCluster, ns: str, name: str, tmp:
         )
         assert gw["status"]["enforcementMode"] == "enforcing"
     finally:
-        op.stop()
+        if op is not None:
+            op.stop()
         cluster.delete_namespace(work)

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +16,7 @@ from opkit import (
     POLICIES,
     OperatorProcess,
     bundle_hash,
-    get_list,
+    injected_pod,
     kubectl_cmcp,
     publish_claim,
     serve,
@@ -25,18 +24,6 @@ from opkit import (
 )
 
 from cmcp_e2e.handle import K8sCluster
-
-
-def _pod(cluster: K8sCluster, ns: str) -> dict[str, Any]:
-    def one() -> dict[str, Any] | None:
-        pods = [
-            p
-            for p in get_list(cluster, "pods", ns, "cmcp.dev/gateway=gw")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        ]
-        return pods[0] if len(pods) == 1 else None
-
-    return cluster.wait_for("one injected pod", one, timeout=60)
 
 
 def test_plugin_is_discovered_by_kubectl(k8s_cluster: K8sCluster) -> None:
@@ -55,7 +42,7 @@ def test_verify_and_status(
 ) -> None:
     cluster, ns = k8s_cluster, k8s_namespace
     digest, _ = serve(cluster, ns, attestation={"allowSoftware": True})
-    pod = _pod(cluster, ns)
+    pod = injected_pod(cluster, ns)
     name = pod["metadata"]["name"]
 
     res = kubectl_cmcp(cluster, "verify", "gw", "-n", ns)

@@ -18,6 +18,7 @@ from opkit import (
     get,
     get_list,
     injected,
+    injected_pod,
     kubectl_cmcp,
     publish_claim,
     serve,
@@ -395,16 +396,6 @@ def test_candidate_bundle_evaluated_in_shadow(
     assert "shadow_bundle_path: /etc/cmcp/candidate" in config["data"]["cmcp-config.yaml"]  # type: ignore[index]
 
     # A claim reporting the candidate's disagreements, as the sidecar signs it.
-    def pod() -> dict[str, Any] | None:
-        pods = [
-            p
-            for p in get_list(k8s_cluster, "pods", ns, "cmcp.dev/gateway=gw")
-            if p["status"].get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp")
-            and any(v["name"] == "cmcp-candidate" for v in p["spec"].get("volumes") or [])
-        ]
-        return pods[0] if pods else None
-
     ref = "sha256:" + "e" * 64
     shadow = {
         "bundle_hash": candidate,
@@ -420,7 +411,11 @@ def test_candidate_bundle_evaluated_in_shadow(
             }
         ],
     }
-    the_pod = k8s_cluster.wait_for("a pod with the candidate", pod, timeout=60)
+    the_pod = injected_pod(
+        k8s_cluster,
+        ns,
+        where=lambda p: any(v["name"] == "cmcp-candidate" for v in p["spec"].get("volumes") or []),
+    )
     publish_claim(
         k8s_cluster,
         the_pod,
