@@ -125,7 +125,10 @@ def _unreachable(exc: Exception) -> ClusterError:
 def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
     """Clients for the kubeconfig (``$KUBECONFIG`` / ~/.kube/config) and context given."""
     try:
-        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        cfg.retries = 1  # an unreachable server is reported at once, not after urllib3's 3
+        api_client = client.ApiClient(cfg)
         _, active = config.list_kube_config_contexts(config_file=kubeconfig)
         if context:
             contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
