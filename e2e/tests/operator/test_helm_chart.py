@@ -16,6 +16,7 @@ import pytest
 import yaml
 from opkit import (
     REPO,
+    OperatorProcess,
     apply,
     bundle,
     bundle_hash,
@@ -24,6 +25,7 @@ from opkit import (
     get,
     injected,
     operator_like_deployment,
+    paused,
     wait_condition,
 )
 
@@ -188,7 +190,9 @@ def _deployment_available(cluster: K8sCluster, ns: str, name: str, replicas: int
     )
 
 
-def test_install_upgrade_uninstall(crds: K8sCluster, tmp_path: Path) -> None:
+def test_install_upgrade_uninstall(
+    crds: K8sCluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
     cluster = crds
     ns = cluster.create_namespace("helm")
     release, name = "cmcp-helm", "cmcp-helm-cmcp-operator"
@@ -199,8 +203,10 @@ def test_install_upgrade_uninstall(crds: K8sCluster, tmp_path: Path) -> None:
         svc = get(cluster, "service", f"{name}-metrics", ns)
         assert svc is not None and svc["spec"]["ports"][0]["port"] == 9090
 
-        # The chart's RBAC and the Deployment's arguments, run for real.
-        _reconcile_with_chart_identity(cluster, ns, name, tmp_path)
+        # The chart's RBAC and the Deployment's arguments, run for real (the shared operator
+        # paused: two operators would fight over the same gateway).
+        with paused(operator):
+            _reconcile_with_chart_identity(cluster, ns, name, tmp_path)
 
         cluster.helm(
             "upgrade", release, str(CHART), "-n", ns, "--wait", "--timeout=90s",
