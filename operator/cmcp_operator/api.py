@@ -46,10 +46,19 @@ VOLUME_CONFIG = "cmcp-config"
 VOLUME_DATA = "cmcp-data"
 VOLUME_TOKEN = "cmcp-token"  # noqa: S105 (a volume name)
 VOLUME_UPSTREAMS = "cmcp-upstreams"
-OUR_VOLUMES = (VOLUME_BUNDLE, VOLUME_CONFIG, VOLUME_DATA, VOLUME_TOKEN, VOLUME_UPSTREAMS)
+VOLUME_CANDIDATE = "cmcp-candidate"  # the candidate bundle, evaluated in shadow
+OUR_VOLUMES = (
+    VOLUME_BUNDLE,
+    VOLUME_CONFIG,
+    VOLUME_DATA,
+    VOLUME_TOKEN,
+    VOLUME_UPSTREAMS,
+    VOLUME_CANDIDATE,
+)
 
 # Paths inside the sidecar.
 BUNDLE_DIR = "/etc/cmcp/bundle"
+CANDIDATE_DIR = "/etc/cmcp/candidate"
 CONFIG_DIR = "/etc/cmcp/config"
 CONFIG_FILE = "cmcp-config.yaml"
 DATA_DIR = "/var/lib/cmcp"

@@ -50,6 +50,8 @@ class ClaimRecord:
     instance_id: str = ""
     crypto_ok: bool = False
     summary: Mapping[str, int] = field(default_factory=dict)
+    candidate_hash: str = ""  # gateway.bundle.candidate_hash: the bundle shadowed
+    shadow: Mapping[str, Any] = field(default_factory=dict)  # gateway.shadow, as signed
 
     @property
     def software(self) -> bool:
@@ -111,6 +113,8 @@ def read(cm: Mapping[str, Any]) -> ClaimRecord:
         instance_id=str(gateway.get("instance_id", "")),
         crypto_ok=not crypto_failures,
         summary={k: _int((gateway.get("call_summary") or {}).get(k)) for k in audit.SUMMARY_KEYS},
+        candidate_hash=str((gateway.get("bundle") or {}).get("candidate_hash") or ""),
+        shadow=gateway.get("shadow") if isinstance(gateway.get("shadow"), dict) else {},
     )
 
 

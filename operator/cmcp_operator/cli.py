@@ -45,6 +45,12 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CMCP_SIDECAR_IMAGE", Settings.sidecar_image),
         help="sidecar image when an McpGateway names none (env CMCP_SIDECAR_IMAGE)",
     )
+    p.add_argument(
+        "--default-enforcement-mode",
+        choices=["enforcing", "advisory", "silent"],
+        default=os.environ.get("CMCP_DEFAULT_ENFORCEMENT_MODE", Settings.default_enforcement_mode),
+        help="enforcement mode of McpGateways that name none (env CMCP_DEFAULT_ENFORCEMENT_MODE)",
+    )
     p.add_argument("--placement-labels", type=Path, help="YAML: TEE type → node label sets")
     p.add_argument("--workers", type=int, default=Settings.workers)
     p.add_argument("--resync-seconds", type=float, default=Settings.resync_seconds)
@@ -84,6 +90,7 @@ async def _run(args: argparse.Namespace) -> int:
     tee = load_tee_labels(args.placement_labels) if args.placement_labels else DEFAULT_TEE_LABELS
     settings = Settings(
         sidecar_image=args.sidecar_image,
+        default_enforcement_mode=args.default_enforcement_mode,
         tee_labels=tee,
         workers=args.workers,
         resync_seconds=args.resync_seconds,

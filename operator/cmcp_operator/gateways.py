@@ -102,27 +102,17 @@ def _forget(ctx: Context, key: GatewayKey) -> None:
 
 async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None:
     ok, reason, message, bundle = await bundle_readiness(ctx, state.namespace, spec.bundle)
-    if spec.candidate_bundle is not None:
-        c_ok, c_reason, c_message, _ = await bundle_readiness(
-            ctx, state.namespace, spec.candidate_bundle
-        )
-        state.candidate = (
-            (
-                False,
-                "ShadowEvaluationUnsupported",
-                f"candidate {c_message}; the sidecar does"
-                " not evaluate candidate bundles yet, so nothing is injected for it",
-            )
-            if c_ok
-            else (False, "Candidate" + c_reason, c_message)
-        )
-    else:
-        state.candidate = (None, "", "")
+    candidate_cm = await _candidate(ctx, state, spec)
     if not ok or bundle is None:
         state.plan, state.bundle_hash, state.blocked = None, None, (reason, message)
         return
     status = bundle.get("status") or {}
-    config = render_config(spec, has_catalog=bool(status.get("catalogHash")))
+    config = render_config(
+        spec,
+        has_catalog=bool(status.get("catalogHash")),
+        default_mode=ctx.settings.default_enforcement_mode,
+        has_candidate=candidate_cm is not None,
+    )
     cm = config_map(state.name, state.namespace, state.owner(), config)
     if not await _ensure_configmap(ctx, state, cm):
         return
@@ -133,6 +123,7 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
         config_cm=cm["metadata"]["name"],
         image=ctx.settings.sidecar_image,
         tee_labels=ctx.settings.tee_labels,
+        candidate_cm=candidate_cm,
     )
     previous_config = state.config_map
     state.plan, state.plan_digest = plan, plan_digest(plan)
@@ -143,6 +134,22 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
     )
     if previous_config != state.config_map:
         await gc_configmaps(ctx, state)
+
+
+async def _candidate(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> str | None:
+    """The candidate bundle's ConfigMap when it is usable (it is then mounted for shadow
+    evaluation); sets the CandidateBundle condition either way."""
+    if spec.candidate_bundle is None:
+        state.candidate = (None, "", "")
+        return None
+    ok, reason, message, bundle = await bundle_readiness(
+        ctx, state.namespace, spec.candidate_bundle
+    )
+    if not ok or bundle is None:
+        state.candidate = (False, "Candidate" + reason, f"{message}; not evaluated in shadow")
+        return None
+    state.candidate = (True, "ShadowEvaluating", f"candidate {message}; evaluated in shadow")
+    return str((bundle.get("status") or {})["configMapName"])
 
 
 async def bundle_readiness(

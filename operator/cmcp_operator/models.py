@@ -477,7 +477,8 @@ class McpGatewaySpec(Model):
             },
         ),
     ]
-    enforcement_mode: EnforcementMode = "enforcing"
+    # Unset: the operator's --default-enforcement-mode (Helm value enforcement.defaultMode).
+    enforcement_mode: EnforcementMode | None = None
     attestation: Attestation = Attestation()
     placement: Placement = Placement()
     sidecar: Sidecar = Sidecar()
@@ -517,8 +518,32 @@ class PodClaim(Model):
     platform: Annotated[str, Field(max_length=64)] = ""
 
 
+class ShadowDisagreement(Model):
+    """Requests the candidate bundle would decide differently, per tool and outcomes."""
+
+    tool: Annotated[str, Field(max_length=256)]
+    active: Annotated[str, Field(max_length=16)]
+    candidate: Annotated[str, Field(max_length=16)]
+    count: int = 0
+    audit_refs: Annotated[
+        list[Annotated[str, Field(max_length=400)]],
+        Field(max_length=5, description="pod:audit entry hash of examples"),
+    ] = []
+
+
+class ShadowStatus(Model):
+    """The candidate bundle's shadow evaluation, from the newest verified claim of each
+    session."""
+
+    candidate_hash: Annotated[str, Field(pattern=DIGEST_PATTERN)]
+    evaluated: int = 0
+    disagreeing: int = 0
+    disagreements: Annotated[list[ShadowDisagreement], Field(max_length=50)] = []
+
+
 class McpGatewayStatus(Model):
     observed_generation: int | None = None
+    enforcement_mode: EnforcementMode | None = None
     bundle_hash: Annotated[str | None, Field(pattern=DIGEST_PATTERN)] = None
     short_bundle_hash: Annotated[str | None, Field(max_length=12)] = None
     config_map_name: Annotated[str | None, Field(max_length=253)] = None
@@ -531,6 +556,7 @@ class McpGatewayStatus(Model):
     pods_verified: int = 0
     decisions: DecisionCounts = DecisionCounts()
     last_claims: Annotated[list[PodClaim], Field(max_length=50)] = []
+    shadow: ShadowStatus | None = None
     conditions: Conditions = []
 
 
@@ -564,7 +590,7 @@ BUNDLE_COLUMNS: list[dict[str, Any]] = [
 ]
 
 GATEWAY_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Mode", "type": "string", "jsonPath": ".spec.enforcementMode"},
+    {"name": "Mode", "type": "string", "jsonPath": ".status.enforcementMode"},
     {"name": "Bundle", "type": "string", "jsonPath": ".status.shortBundleHash"},
     {"name": "Workloads", "type": "integer", "jsonPath": ".status.workloads.injected"},
     {"name": "Pods", "type": "integer", "jsonPath": ".status.podsInjected"},

@@ -36,8 +36,11 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> dict[str, Any
     }
 
 
-def sidecar_container(spec: McpGatewaySpec, gateway: str, image: str) -> dict[str, Any]:
-    """The native sidecar (an init container with ``restartPolicy: Always``)."""
+def sidecar_container(
+    spec: McpGatewaySpec, gateway: str, image: str, *, candidate: bool = False
+) -> dict[str, Any]:
+    """The native sidecar (an init container with ``restartPolicy: Always``); with
+    ``candidate``, the candidate bundle is mounted for shadow evaluation."""
     port = spec.sidecar.port
     env = [
         _field_env(api.ENV_POD_NAME, "metadata.name"),
@@ -55,6 +58,10 @@ def sidecar_container(spec: McpGatewaySpec, gateway: str, image: str) -> dict[st
         {"name": api.VOLUME_DATA, "mountPath": api.DATA_DIR},
         {"name": api.VOLUME_TOKEN, "mountPath": api.TOKEN_DIR, "readOnly": True},
     ]
+    if candidate:
+        mounts.append(
+            {"name": api.VOLUME_CANDIDATE, "mountPath": api.CANDIDATE_DIR, "readOnly": True}
+        )
     if any(u.headers_secret_ref for u in spec.upstreams):
         mounts.append(
             {"name": api.VOLUME_UPSTREAMS, "mountPath": api.UPSTREAMS_DIR, "readOnly": True}
@@ -89,7 +96,9 @@ def sidecar_container(spec: McpGatewaySpec, gateway: str, image: str) -> dict[st
     }
 
 
-def volumes(spec: McpGatewaySpec, bundle_cm: str, config_cm: str) -> list[dict[str, Any]]:
+def volumes(
+    spec: McpGatewaySpec, bundle_cm: str, config_cm: str, candidate_cm: str | None = None
+) -> list[dict[str, Any]]:
     """The sidecar's volumes: config, bundle, data (audit + claims), token, credentials."""
     data: dict[str, Any] = {}
     if spec.audit.size_limit is not None:
@@ -142,6 +151,13 @@ def volumes(spec: McpGatewaySpec, bundle_cm: str, config_cm: str) -> list[dict[s
         for u in spec.upstreams
         if u.headers_secret_ref is not None
     ]
+    if candidate_cm is not None:
+        out.append(
+            {
+                "name": api.VOLUME_CANDIDATE,
+                "configMap": {"name": candidate_cm, "defaultMode": DEFAULT_MODE},
+            }
+        )
     if secrets:
         out.append(
             {
@@ -160,13 +176,14 @@ def build_plan(
     config_cm: str,
     image: str,
     tee_labels: TeeLabels = DEFAULT_TEE_LABELS,
+    candidate_cm: str | None = None,
 ) -> Plan:
     """Everything the gateway adds to a pod template."""
     placement = spec.placement
     return Plan(
         gateway=gateway,
-        sidecar=sidecar_container(spec, gateway, image),
-        volumes=volumes(spec, bundle_cm, config_cm),
+        sidecar=sidecar_container(spec, gateway, image, candidate=candidate_cm is not None),
+        volumes=volumes(spec, bundle_cm, config_cm, candidate_cm),
         endpoint_env=spec.injection.endpoint_env,
         endpoint_url=f"http://127.0.0.1:{spec.sidecar.port}/mcp",
         containers=tuple(spec.injection.containers),

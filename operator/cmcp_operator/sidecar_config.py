@@ -23,12 +23,19 @@ def upstream_headers_path(upstream: str) -> str:
     return f"{api.UPSTREAMS_DIR}/{upstream}/headers"
 
 
-def render_config(spec: McpGatewaySpec, *, has_catalog: bool) -> dict[str, Any]:
-    """The sidecar config mapping for this gateway."""
+def render_config(
+    spec: McpGatewaySpec,
+    *,
+    has_catalog: bool,
+    default_mode: str = "enforcing",
+    has_candidate: bool = False,
+) -> dict[str, Any]:
+    """The sidecar config mapping for this gateway (``default_mode`` when it names none;
+    ``has_candidate``: the candidate bundle is mounted for shadow evaluation)."""
     att = spec.attestation
     attestation: dict[str, Any] = {
         "provider": att.provider,
-        "enforcement_mode": spec.enforcement_mode,
+        "enforcement_mode": spec.enforcement_mode or default_mode,
         "validity_seconds": att.validity_seconds,
         "staleness_policy": att.staleness_policy,
     }
@@ -57,7 +64,9 @@ def render_config(spec: McpGatewaySpec, *, has_catalog: bool) -> dict[str, Any]:
     }
     if spec.claims.data_classes is not None:
         claims["data_classes"] = list(spec.claims.data_classes)
+    shadow = {"shadow_bundle_path": api.CANDIDATE_DIR} if has_candidate else {}
     return {
+        **shadow,
         "attestation": attestation,
         "policy_bundle_path": api.BUNDLE_DIR,
         "catalog_path": f"{api.BUNDLE_DIR}/{api.CATALOG_FILE}" if has_catalog else None,

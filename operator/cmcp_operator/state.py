@@ -27,6 +27,7 @@ class Settings:
     """Operator-wide settings (command-line options)."""
 
     sidecar_image: str = "ghcr.io/confidential-mcp/cmcp-sidecar:0.1.0"
+    default_enforcement_mode: str = "enforcing"  # for McpGateways that name none
     tee_labels: TeeLabels = field(default_factory=lambda: dict(DEFAULT_TEE_LABELS))
     workers: int = 8
     status_delay: float = 1.0  # debounce of status writes

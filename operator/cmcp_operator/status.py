@@ -8,15 +8,18 @@ their transition times while unchanged, and a condition changing reason posts an
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from . import api, kube, metrics
-from .claims import ClaimBook, Verdict, judge, latest_per, rfc3339
+from .claims import ClaimBook, ClaimRecord, Verdict, judge, latest_per, rfc3339
 from .conditions import Cond, merge
 from .state import Context, GatewayKey, GatewayState, StatusKey
 
 log = logging.getLogger("cmcp.operator.status")
 MAX_LISTED = 50
+SHADOW_REFS = 5  # audit references kept per disagreement row
 
 
 async def write(ctx: Context, claims: ClaimBook, key: StatusKey) -> None:
@@ -62,9 +65,12 @@ def build(
     per_pod = latest_per(mine, "pod")
     verdicts = {pod: verdict_of(rec) for pod, rec in per_pod.items()}
     decisions = dict.fromkeys(("calls", "allow", "deny", "redact", "error", "blocked"), 0)
-    for rec in latest_per((r for r in mine if verdict_of(r).verified), "session").values():
+    sessions = latest_per((r for r in mine if verdict_of(r).verified), "session").values()
+    for rec in sessions:
         for k in decisions:
             decisions[k] += int(rec.summary.get(k, 0))
+    candidate = spec.candidate_bundle.hash if spec and spec.candidate_bundle else None
+    shadow = shadow_status(sessions, candidate) if candidate else None
     last = [
         {
             "pod": pod,
@@ -81,6 +87,8 @@ def build(
     ]
     status: dict[str, Any] = {
         "observedGeneration": state.generation,
+        "enforcementMode": (spec.enforcement_mode if spec else None)
+        or ctx.settings.default_enforcement_mode,
         "bundleHash": state.bundle_hash,
         "shortBundleHash": state.bundle_hash.removeprefix("sha256:")[:12]
         if state.bundle_hash
@@ -93,10 +101,55 @@ def build(
         "podsVerified": sum(1 for v in verdicts.values() if v.verified),
         "decisions": decisions,
         "lastClaims": last,
+        "shadow": shadow,
     }
     unattributed = [r for r in claims.of_gateway(state.namespace, state.name) if not r.readable]
     conds = _conditions(state, selected, injected, refused, conflicts, verdicts, unattributed)
+    if shadow is not None:
+        counts = (
+            f"; {shadow['evaluated']} requests compared in verified claims,"
+            f" {shadow['disagreeing']} decided differently"
+        )
+        conds = [
+            replace(c, message=c.message + counts) if c.type == "CandidateBundle" and c.ok else c
+            for c in conds
+        ]
     return status, conds
+
+
+def shadow_status(records: Iterable[ClaimRecord], candidate: str) -> dict[str, Any]:
+    """The candidate's shadow results summed over the newest claim of every session
+    (claims shadowing another candidate do not count)."""
+    evaluated = disagreeing = 0
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for rec in records:
+        sh = rec.shadow
+        if rec.candidate_hash != candidate or sh.get("bundle_hash") != candidate:
+            continue
+        evaluated += int(sh.get("evaluated", 0))
+        disagreeing += int(sh.get("disagreeing", 0))
+        for d in sh.get("disagreements") or []:
+            key = (str(d["tool"]), str(d["active"]), str(d["candidate"]))
+            row = rows.setdefault(
+                key,
+                {
+                    "tool": key[0],
+                    "active": key[1],
+                    "candidate": key[2],
+                    "count": 0,
+                    "auditRefs": [],
+                },
+            )
+            row["count"] += int(d["count"])
+            refs = [f"{rec.pod}:{ref}" for ref in d.get("audit_refs") or []]
+            row["auditRefs"] = (row["auditRefs"] + refs)[:SHADOW_REFS]
+    listed = sorted(rows.values(), key=lambda r: (-r["count"], r["tool"]))[:MAX_LISTED]
+    return {
+        "candidateHash": candidate,
+        "evaluated": evaluated,
+        "disagreeing": disagreeing,
+        "disagreements": listed,
+    }
 
 
 def _conditions(

@@ -47,6 +47,7 @@ from .audit.entries import CallEntry, FaultEntry, LifecycleEntry, OperationEntry
 from .audit.entries import Decision as Verdict
 from .audit.entries import OperationKind as EntryKind
 from .audit.errors import AuditUnavailable
+from .audit.log import Appended
 from .claims.builder import ClaimSettings, ModelInfo, PolicyStatus, default_subject
 from .claims.issuer import ClaimIssuer
 from .claims.kubernetes import KubernetesConfigMapSink
@@ -74,6 +75,7 @@ from .policy.modes import Mode, apply_mode
 from .policy.redact import redact_arguments, redact_result
 from .policy.request import NO_SESSION_FACTS, NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
 from .policy.session_facts import SessionFacts
+from .policy.shadow import ShadowEvaluator
 
 log = logging.getLogger("cmcp.enforce")
 decisions_log = logging.getLogger("cmcp.decision")
@@ -112,6 +114,7 @@ class _Ticket:
     outcome: ModeOutcome
     arguments: str | None  # digest of the arguments (or params) as received
     facts: ToolFacts
+    shadow: str | None = None  # the candidate bundle's outcome, when it differs
 
 
 class _Metrics(Collector):
@@ -143,6 +146,16 @@ class _Metrics(Collector):
         )
         fresh.add_metric([], 1 if self._e.attestor.fresh else 0)
         yield fresh
+        if self._e.shadow is not None:
+            totals = self._e.shadow.totals()
+            shadow = CounterMetricFamily(
+                "cmcp_shadow_evaluations",
+                "requests also decided by the candidate bundle, by agreement with the active one",
+                labels=["agreement"],
+            )
+            shadow.add_metric(["agree"], totals.evaluated - totals.disagreeing)
+            shadow.add_metric(["disagree"], totals.disagreeing)
+            yield shadow
 
 
 def _claim_sink(loaded: LoadedConfig) -> ClaimSink:
@@ -166,11 +179,13 @@ class Enforcement:
         audit: AuditLog,
         attestor: Attestor,
         issuer: ClaimIssuer,
+        shadow: ShadowEvaluator | None = None,
     ) -> None:
         config = loaded.config
         self.loaded = loaded
         self.bundle = bundle
         self.engine = PolicyEngine(bundle)
+        self.shadow = shadow
         self.catalog = catalog
         self.guard = CatalogGuard(catalog)
         self.mode = Mode(config.attestation.enforcement_mode)
@@ -182,7 +197,9 @@ class Enforcement:
         self._gateway: Gateway | None = None
         self._reviewed: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.issuer.policy_status = PolicyStatus(enforcement_mode=self.mode.value)
+        self.issuer.policy_status = self._policy_status()
+        if shadow is not None:
+            self.issuer.shadow_summary = shadow.summary
 
     # -- assembly ------------------------------------------------------------------------
 
@@ -196,6 +213,11 @@ class Enforcement:
         config = loaded.config
         sink = _claim_sink(loaded)
         bundle = load_bundle(loaded.path(config.policy_bundle_path))
+        shadow = (
+            ShadowEvaluator(load_bundle(loaded.path(config.shadow_bundle_path)))
+            if config.shadow_bundle_path
+            else None
+        )
         catalog = (
             load_catalog(loaded.path(config.catalog_path))
             if config.catalog_path
@@ -268,6 +290,7 @@ class Enforcement:
                 audit=audit,
                 attestor=attestor,
                 issuer=issuer,
+                shadow=shadow,
             )
             try:
                 yield enforcement
@@ -374,8 +397,13 @@ class Enforcement:
 
     def _update_policy_status(self) -> None:
         drift = tuple(sorted(f"{d.upstream}/{d.name}" for d in self.guard.drift()))
-        self.issuer.policy_status = PolicyStatus(
-            enforcement_mode=self.mode.value, catalog_drift=drift
+        self.issuer.policy_status = self._policy_status(drift)
+
+    def _policy_status(self, drift: tuple[str, ...] = ()) -> PolicyStatus:
+        return PolicyStatus(
+            enforcement_mode=self.mode.value,
+            candidate_hash=self.shadow.bundle_hash if self.shadow is not None else None,
+            catalog_drift=drift,
         )
 
     # -- the seam ---------------------------------------------------------------------------
@@ -417,7 +445,9 @@ class Enforcement:
         if facts is None:  # not in the catalog, or its definition changed since pinning
             ticket = self._ticket(Decision.gateway_deny("catalog"), digest)
         else:
-            ticket = self._ticket(self._decide(op, facts), digest, facts)
+            decision, shadow = self._decide(op, facts)
+            ticket = self._ticket(decision, digest, facts)
+            ticket.shadow = shadow
         if ticket.outcome.log:
             self._log_decision(op, ticket)
         if not ticket.outcome.forward:
@@ -434,7 +464,8 @@ class Enforcement:
     ) -> _Ticket:
         return _Ticket(decision, apply_mode(decision, self.mode), digest, facts)
 
-    def _decide(self, op: Operation, facts: ToolFacts) -> Decision:
+    def _decide(self, op: Operation, facts: ToolFacts) -> tuple[Decision, str | None]:
+        """The active bundle's decision, and the candidate's outcome when it differs."""
         action = _ACTIONS.get(op.kind)
         arguments = op.params.get("arguments")
         if op.kind is OpKind.COMPLETE:
@@ -443,21 +474,23 @@ class Enforcement:
             arguments = op.params.get("argument")
         if action is None:
             if op.kind is OpKind.OTHER:  # a method the contract does not know: fail closed
-                return Decision.gateway_deny("unknown_method", self.bundle.hash)
-            return Decision("allow", "not_evaluated", bundle_hash=self.bundle.hash)
-        return self.engine.decide(
-            PolicyRequest(
-                principal=op.ctx.principal,
-                action=action[0],
-                resource_type=action[1],
-                resource_id=op.name or "",
-                server=op.upstream,
-                arguments=arguments if isinstance(arguments, dict) else {},
-                tool=facts,
-                session=self._sessions.get(op.ctx.claim_session, NO_SESSION_FACTS),
-                gateway=self.gateway_facts,
-            )
+                return Decision.gateway_deny("unknown_method", self.bundle.hash), None
+            return Decision("allow", "not_evaluated", bundle_hash=self.bundle.hash), None
+        request = PolicyRequest(
+            principal=op.ctx.principal,
+            action=action[0],
+            resource_type=action[1],
+            resource_id=op.name or "",
+            server=op.upstream,
+            arguments=arguments if isinstance(arguments, dict) else {},
+            tool=facts,
+            session=self._sessions.get(op.ctx.claim_session, NO_SESSION_FACTS),
+            gateway=self.gateway_facts,
         )
+        decision = self.engine.decide(request)
+        if self.shadow is None:
+            return decision, None
+        return decision, self.shadow.compare(request, decision, op.ctx.claim_session)
 
     async def _refuse(self, op: Operation, ticket: _Ticket) -> Admission:
         """Audit a request that is not forwarded, then answer it with a policy error."""
@@ -651,12 +684,21 @@ class Enforcement:
                 params=ticket.arguments,
                 **common,
             )
-        await self._append(entry)
+        appended = await self._append(entry)
+        if ticket.shadow is not None and self.shadow is not None:
+            self.shadow.record(
+                op.ctx.claim_session,
+                op.name or op.method,
+                decision.outcome,
+                ticket.shadow,
+                appended.hash,
+            )
 
-    async def _append(self, entry: Any) -> None:
-        await self.audit.append(entry)
+    async def _append(self, entry: Any) -> Appended:
+        appended = await self.audit.append(entry)
         if self._gateway is not None:
             self._gateway.metrics.audit_entries.inc()
+        return appended
 
     def _log_decision(self, op: Operation, ticket: _Ticket) -> None:
         decision = ticket.decision

@@ -38,7 +38,10 @@ def _spec(**extra: Any) -> McpGatewaySpec:
     return McpGatewaySpec.model_validate(body)
 
 
-PLAN = build_plan(_spec(), "gw", bundle_cm="bcm", config_cm="ccm", image="img:1")
+# With a candidate bundle: every volume the sidecar can have.
+PLAN = build_plan(
+    _spec(), "gw", bundle_cm="bcm", config_cm="ccm", image="img:1", candidate_cm="next"
+)
 
 
 def _template(**spec: Any) -> dict[str, Any]:

@@ -40,6 +40,24 @@ def test_minimal(tmp_path: Path) -> None:
     assert cfg.audit.path == f"{api.DATA_DIR}/audit"
 
 
+def test_default_enforcement_mode_applies_only_when_unset() -> None:
+    unset = McpGatewaySpec.model_validate(BASE)
+    assert unset.enforcement_mode is None
+    rendered = render_config(unset, has_catalog=False, default_mode="advisory")
+    assert rendered["attestation"]["enforcement_mode"] == "advisory"
+    named = McpGatewaySpec.model_validate({**BASE, "enforcementMode": "enforcing"})
+    rendered = render_config(named, has_catalog=False, default_mode="silent")
+    assert rendered["attestation"]["enforcement_mode"] == "enforcing"
+
+
+def test_candidate_bundle_is_shadowed(tmp_path: Path) -> None:
+    spec = McpGatewaySpec.model_validate(BASE)
+    path = tmp_path / api.CONFIG_FILE
+    path.write_text(config_text(render_config(spec, has_catalog=False, has_candidate=True)))
+    assert load_config(path).config.shadow_bundle_path == api.CANDIDATE_DIR
+    assert _load(tmp_path, spec).shadow_bundle_path is None
+
+
 def test_everything(tmp_path: Path) -> None:
     spec = McpGatewaySpec.model_validate(
         {

@@ -136,6 +136,31 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
         return f"gateway.call_summary must hold exactly the counters {list(audit.SUMMARY_KEYS)}"
     if not isinstance(gw["attestation"].get("type"), str):
         return "gateway.attestation.type must be a string"
+    if "shadow" in gw:
+        return _shadow_shape(gw["shadow"])
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shadow_shape(shadow: Any) -> str | None:
+    """``gateway.shadow`` (optional): a candidate bundle's shadow evaluation in the session."""
+    if not isinstance(shadow, dict) or not is_digest(shadow.get("bundle_hash")):
+        return "gateway.shadow must be an object with a bundle_hash digest"
+    if not _count(shadow.get("evaluated")) or not _count(shadow.get("disagreeing")):
+        return "gateway.shadow.evaluated/disagreeing must be non-negative integers"
+    rows = shadow.get("disagreements")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict)
+        and all(isinstance(r.get(k), str) for k in ("tool", "active", "candidate"))
+        and _count(r.get("count"))
+        and isinstance(r.get("audit_refs"), list)
+        and all(is_digest(ref) for ref in r["audit_refs"])
+        for r in rows
+    ):
+        return "gateway.shadow.disagreements must list {tool, active, candidate, count, audit_refs}"
     return None
 
 

@@ -6,8 +6,10 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.verifier.claimfactory import make_claim
 
 from cmcp_e2e import procs
 from cmcp_e2e.handle import K8sCluster
+from cmcp_sidecar.claims.kubernetes import ApiTarget, KubernetesConfigMapSink, PodIdentity
 from cmcp_verifier.bundle import read_bundle_dir
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
+BIN = Path(sys.executable).parent  # where the console scripts (kubectl-cmcp) are
 SIDECAR_IMAGE = "registry.invalid/cmcp-sidecar:e2e"
 OPERATOR_NS = "cmcp-system"
 
@@ -185,9 +190,90 @@ def serve(
     return digest, original
 
 
+def injected_pod(
+    cluster: K8sCluster, ns: str, gateway: str = "gw", *, where: Any = None
+) -> dict[str, Any]:
+    """The one running (not terminating) pod of the gateway (matching ``where``), awaited."""
+
+    def one() -> dict[str, Any] | None:
+        pods = [
+            p
+            for p in get_list(cluster, "pods", ns, f"cmcp.dev/gateway={gateway}")
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and (where is None or where(p))
+        ]
+        return pods[0] if len(pods) == 1 else None
+
+    return cluster.wait_for("one injected pod", one, timeout=60)
+
+
 def injected(obj: dict[str, Any] | None) -> bool:
     spec = ((obj or {}).get("spec") or {}).get("template", {}).get("spec", {})
     return any(c.get("name") == "cmcp-gateway" for c in spec.get("initContainers") or [])
+
+
+def kubectl_cmcp(
+    cluster: K8sCluster, *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl cmcp ARGS` with the plugin on PATH, as a user would run it."""
+    env = dict(env if env is not None else cluster.env())
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    return subprocess.run(
+        [str(cluster.kubectl_path), "cmcp", *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+DOC_MARKER = re.compile(r"<!-- walkthrough: (\w+) -->")
+
+
+def doc_steps(text: str) -> list[tuple[str, str]]:
+    """("run", command) for each `$ ` line of a console block, ("hook", name) for markers."""
+    out: list[tuple[str, str]] = []
+    in_console = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_console = line.strip() == "```console"
+            continue
+        if in_console and line.startswith("$ "):
+            out.append(("run", line[2:]))
+        elif m := DOC_MARKER.fullmatch(line.strip()):
+            out.append(("hook", m.group(1)))
+    return out
+
+
+def publish_claim(
+    cluster: K8sCluster,
+    pod: dict[str, Any],
+    digest: str,
+    session: str,
+    *,
+    gateway_extra: dict[str, Any] | None = None,
+    **kw: Any,
+) -> None:
+    """A signed (software) claim of ``pod`` as a ConfigMap, exactly as the sidecar's
+    Kubernetes sink writes it; ``gateway_extra`` is merged into the claim's gateway section
+    before signing."""
+
+    def mutate(trace: dict[str, Any], gw: dict[str, Any]) -> None:
+        gw["instance_id"] = pod["metadata"]["name"]
+        for key, value in (gateway_extra or {}).items():
+            gw[key] = {**gw[key], **value} if isinstance(gw.get(key), dict) else value
+
+    claim, _ = make_claim(session=session, bundle=digest, mutate=mutate, **kw)
+    meta = pod["metadata"]
+    sink = KubernetesConfigMapSink(
+        "/nonexistent",
+        ApiTarget("https://unused", Path("/nonexistent"), None),
+        PodIdentity(meta["name"], meta["namespace"], meta["uid"], "gw"),
+    )
+    cm = sink.configmap(f"{session}-1", json.dumps(claim).encode())
+    cluster.kubectl("create", "-f", "-", input=json.dumps(cm))
 
 
 # -- the operator as a process, with least-privilege credentials ---------------------------------
@@ -327,6 +413,27 @@ class OperatorProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def operator_like_deployment(
+    cluster: K8sCluster, namespace: str, name: str, log_dir: Path, *extra: str
+) -> OperatorProcess:
+    """An operator process with the ServiceAccount token and the container arguments of a
+    Deployment (e.g. the Helm chart's), in place of its pod (kwok runs no containers); ports
+    and leader election are the process's own."""
+    dep = get(cluster, "deployment", name, namespace)
+    assert dep is not None, f"deployment {namespace}/{name}"
+    pod = dep["spec"]["template"]["spec"]
+    local = ("--metrics-port", "--health-port", "--leader-election", "--lease")
+    args = [
+        a
+        for a in pod["containers"][0]["args"]
+        if not a.startswith(local) and a not in ("--all-namespaces", "--log-format=json")
+    ]
+    sa = pod["serviceAccountName"]
+    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout
+    kubeconfig = token_kubeconfig(cluster, log_dir / f"{name}.kubeconfig", token.strip(), sa)
+    return OperatorProcess(kubeconfig, log_dir, *args, name=f"{name}-local").start(*extra)
 
 
 @contextlib.contextmanager

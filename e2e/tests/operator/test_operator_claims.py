@@ -17,6 +17,7 @@ from opkit import (
     bundle_hash,
     condition,
     get_list,
+    injected_pod,
     serve,
     wait_condition,
 )
@@ -26,18 +27,6 @@ from cmcp_e2e.handle import K8sCluster
 from cmcp_sidecar.claims.kubernetes import KubernetesConfigMapSink, from_environment
 
 ALLOW = "allow-all-but-one"
-
-
-def _pod(cluster: K8sCluster, ns: str) -> dict[str, Any]:
-    def one() -> dict[str, Any] | None:
-        pods = [
-            p
-            for p in get_list(cluster, "pods", ns, "cmcp.dev/gateway=gw")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        ]
-        return pods[0] if len(pods) == 1 else None
-
-    return cluster.wait_for("one injected pod", one, timeout=60)
 
 
 def _sa_dir(cluster: K8sCluster, ns: str, sa: str, directory: Path) -> Path:
@@ -79,7 +68,7 @@ def _claim(pod: dict[str, Any], digest: str, session: str, **kw: Any) -> bytes:
 
 def _setup(cluster: K8sCluster, ns: str) -> tuple[str, dict[str, Any]]:
     digest, _ = serve(cluster, ns, attestation={"allowSoftware": True})
-    return digest, _pod(cluster, ns)
+    return digest, injected_pod(cluster, ns)
 
 
 def test_claims_published_verified_and_collected_with_the_pod(

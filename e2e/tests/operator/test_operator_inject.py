@@ -18,6 +18,9 @@ from opkit import (
     get,
     get_list,
     injected,
+    injected_pod,
+    kubectl_cmcp,
+    publish_claim,
     serve,
     wait_condition,
 )
@@ -345,11 +348,13 @@ def test_rendered_configmaps_deleted_behind_our_back_come_back(
         )
 
 
-def test_candidate_bundle_reported_not_ignored(
+def test_candidate_bundle_evaluated_in_shadow(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
+    """A candidate is mounted into the sidecar for shadow evaluation once it is Ready (never
+    before), and the disagreements the sidecars' claims report reach the gateway's status."""
     ns = k8s_namespace
-    serve(k8s_cluster, ns)
+    active, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
     before = get(k8s_cluster, "deployment", "agent", ns)
     candidate = bundle_hash("read-only")
     gw = get(k8s_cluster, "mcpgw", "gw", ns)
@@ -360,11 +365,86 @@ def test_candidate_bundle_reported_not_ignored(
         k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "CandidateBundleNotFound"
     )
     assert "next" in condition(obj, "CandidateBundle")["message"]
-    apply(k8s_cluster, bundle("next", ns, "read-only", expected=candidate))
-    obj = wait_condition(
-        k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "ShadowEvaluationUnsupported"
-    )
-    assert candidate in condition(obj, "CandidateBundle")["message"]
     assert condition(obj, "Ready")["status"] == "True"  # the active bundle still serves
     after = get(k8s_cluster, "deployment", "agent", ns)
     assert after["spec"]["template"] == before["spec"]["template"]  # type: ignore[index]
+
+    apply(k8s_cluster, bundle("next", ns, "read-only", expected=candidate))
+    obj = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "True", "ShadowEvaluating"
+    )
+    assert candidate in condition(obj, "CandidateBundle")["message"]
+    next_cm = get(k8s_cluster, "mcpb", "next", ns)["status"]["configMapName"]  # type: ignore[index]
+
+    def mounted() -> dict[str, Any] | None:
+        dep = get(k8s_cluster, "deployment", "agent", ns)
+        spec = (dep or {})["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in spec.get("volumes") or []}
+        return (
+            spec
+            if vols.get("cmcp-candidate", {}).get("configMap", {}).get("name") == next_cm
+            else None
+        )
+
+    spec = k8s_cluster.wait_for("candidate mounted", mounted)
+    sidecar = spec["initContainers"][0]
+    assert {"name": "cmcp-candidate", "mountPath": "/etc/cmcp/candidate", "readOnly": True} in (
+        sidecar["volumeMounts"]
+    )
+    gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+    config = get(k8s_cluster, "configmap", gw["status"]["configMapName"], ns)
+    assert "shadow_bundle_path: /etc/cmcp/candidate" in config["data"]["cmcp-config.yaml"]  # type: ignore[index]
+
+    # A claim reporting the candidate's disagreements, as the sidecar signs it.
+    ref = "sha256:" + "e" * 64
+    shadow = {
+        "bundle_hash": candidate,
+        "evaluated": 5,
+        "disagreeing": 2,
+        "disagreements": [
+            {
+                "tool": "echo",
+                "active": "allow",
+                "candidate": "deny",
+                "count": 2,
+                "audit_refs": [ref],
+            }
+        ],
+    }
+    the_pod = injected_pod(
+        k8s_cluster,
+        ns,
+        where=lambda p: any(v["name"] == "cmcp-candidate" for v in p["spec"].get("volumes") or []),
+    )
+    publish_claim(
+        k8s_cluster,
+        the_pod,
+        active,
+        "shadowed",
+        gateway_extra={"bundle": {"candidate_hash": candidate}, "shadow": shadow},
+    )
+
+    def reported() -> dict[str, Any] | None:
+        st = (get(k8s_cluster, "mcpgw", "gw", ns) or {}).get("status") or {}
+        return st if (st.get("shadow") or {}).get("evaluated") == 5 else None
+
+    status = k8s_cluster.wait_for("shadow results in status", reported)
+    assert status["shadow"] == {
+        "candidateHash": candidate,
+        "evaluated": 5,
+        "disagreeing": 2,
+        "disagreements": [
+            {
+                "tool": "echo",
+                "active": "allow",
+                "candidate": "deny",
+                "count": 2,
+                "auditRefs": [f"{the_pod['metadata']['name']}:{ref}"],
+            }
+        ],
+    }
+    obj = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "True")
+    assert "5 requests compared" in condition(obj, "CandidateBundle")["message"]
+    out = kubectl_cmcp(k8s_cluster, "status", "-n", ns).stdout
+    table = out.split("Shadow evaluation (candidate bundle would decide differently):\n")[1]
+    assert table.splitlines()[1].split()[:5] == ["gw", "echo", "allow", "deny", "2"]

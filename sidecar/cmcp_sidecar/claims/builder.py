@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +122,10 @@ def build_claim(
     stale: bool,
     reason: str,
     now: int | None = None,
+    shadow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The signed claim envelope (see the module docs)."""
+    """The signed claim envelope (see the module docs); ``shadow``: the session's shadow
+    evaluation of a candidate bundle (``gateway.shadow``), when there is one."""
     iat = int(time.time()) if now is None else now
     transcript = audit.session_transcript_hash(ledger.session_id, list(ledger.entry_hashes))
     trace = {
@@ -155,6 +158,8 @@ def build_claim(
         "catalog": {"hash": attestation.catalog_hash, "drift": sorted(policy.catalog_drift)},
         "attestation": attestation.claim_member(stale=stale),
     }
+    if shadow is not None:
+        gateway["shadow"] = dict(shadow)
     return sign_claim(trace, gateway, identity.signing_key)
 
 

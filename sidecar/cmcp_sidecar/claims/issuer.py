@@ -44,8 +44,9 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cmcp_verifier import audit
 from cmcp_verifier.canonical import parse_json
@@ -138,6 +139,8 @@ class ClaimIssuer:
         self.idle_timeout = idle_timeout_seconds
         self.data_class_order = data_class_order
         self.policy_status = PolicyStatus()
+        # session id → gateway.shadow of its claims (set when a candidate bundle is shadowed)
+        self.shadow_summary: Callable[[str], dict[str, Any] | None] | None = None
         self.stats = IssuerStats()
         self._epoch = hashlib.sha256(os.urandom(32))  # keeps principals out of session ids
         self._ledgers: dict[str, SessionLedger] = {}
@@ -246,8 +249,12 @@ class ClaimIssuer:
             attestation=bound,
             stale=not self.attestor.fresh,
             reason="nonce",
+            shadow=self._shadow(session_id),
         )
         return encode_claim(claim)
+
+    def _shadow(self, session_id: str) -> dict[str, Any] | None:
+        return self.shadow_summary(session_id) if self.shadow_summary is not None else None
 
     def open_sessions(self) -> list[str]:
         return sorted(self._ledgers)
@@ -344,6 +351,7 @@ class ClaimIssuer:
             attestation=bound,
             stale=stale,
             reason=reason,
+            shadow=self._shadow(session_id),
         )
         data = await asyncio.to_thread(encode_claim, claim)
         name = claim_name(session_id, chain.length)

@@ -1,0 +1,116 @@
+"""Shadow evaluation: a candidate bundle decides every request too, and is never enforced.
+
+The gateway decides with its active bundle as always; the candidate's decision for the same
+:class:`PolicyRequest` is only compared with it. Per claim session the tally counts the
+requests compared and, per (tool, active outcome, candidate outcome), the disagreements
+with a sample of the audit entries (their hashes) they concern — what a claim reports in
+``gateway.shadow`` so that a promotion is decided on evidence (docs/gitops.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from cmcp_verifier.cedar_bundle import LoadedBundle
+
+from .decision import Decision
+from .engine import PolicyEngine
+from .request import PolicyRequest
+
+#: Audit references kept per (tool, active, candidate) and session.
+SAMPLE_REFS = 5
+#: Distinct (tool, active, candidate) keys kept per session (the rest only counted).
+MAX_KEYS = 64
+#: Sessions tallied at once; the least recently active are dropped first.
+MAX_SESSIONS = 20_000
+
+
+@dataclass
+class _Session:
+    evaluated: int = 0
+    disagreeing: int = 0
+    keys: dict[tuple[str, str, str], tuple[int, list[str]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShadowTotals:
+    evaluated: int
+    disagreeing: int
+
+
+class ShadowEvaluator:
+    """Evaluates requests against a candidate bundle and tallies the disagreements."""
+
+    def __init__(self, bundle: LoadedBundle) -> None:
+        self.engine = PolicyEngine(bundle)
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._evaluated = self._disagreeing = 0
+        self._lock = threading.Lock()
+
+    @property
+    def bundle_hash(self) -> str:
+        return self.engine.bundle_hash
+
+    def compare(self, request: PolicyRequest, active: Decision, session: str) -> str | None:
+        """The candidate's outcome when it differs from ``active`` (else None); counted."""
+        candidate = self.engine.decide(request).outcome
+        differs = candidate != active.outcome
+        with self._lock:
+            tally = self._tally(session)
+            tally.evaluated += 1
+            self._evaluated += 1
+            if differs:
+                tally.disagreeing += 1
+                self._disagreeing += 1
+        return candidate if differs else None
+
+    def record(self, session: str, tool: str, active: str, candidate: str, ref: str) -> None:
+        """A disagreement's audit reference (the entry hash), once the entry is written."""
+        with self._lock:
+            tally = self._tally(session)
+            key = (tool, active, candidate)
+            if key not in tally.keys and len(tally.keys) >= MAX_KEYS:
+                return
+            count, refs = tally.keys.get(key, (0, []))
+            if len(refs) < SAMPLE_REFS:
+                refs.append(ref)
+            tally.keys[key] = (count + 1, refs)
+
+    def summary(self, session: str) -> dict[str, Any] | None:
+        """``gateway.shadow`` of a claim of this session (None: nothing compared yet)."""
+        with self._lock:
+            tally = self._sessions.get(session)
+            if tally is None:
+                return None
+            return {
+                "bundle_hash": self.bundle_hash,
+                "evaluated": tally.evaluated,
+                "disagreeing": tally.disagreeing,
+                "disagreements": [
+                    {
+                        "tool": tool,
+                        "active": active,
+                        "candidate": candidate,
+                        "count": count,
+                        "audit_refs": list(refs),
+                    }
+                    for (tool, active, candidate), (count, refs) in sorted(tally.keys.items())
+                ],
+            }
+
+    def _tally(self, session: str) -> _Session:
+        tally = self._sessions.get(session)
+        if tally is None:
+            tally = self._sessions[session] = _Session()
+            if len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(session)
+        return tally
+
+    def totals(self) -> ShadowTotals:
+        with self._lock:
+            return ShadowTotals(self._evaluated, self._disagreeing)
