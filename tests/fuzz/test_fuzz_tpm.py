@@ -1,6 +1,7 @@
 """Fuzzing the TPM parsers: TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC (and the AK/signature
-loaders), PCR files and TCG event logs. Inputs are random bytes and mutations of the real GCE
-sample; the only exception allowed out is InputError, and a mutated quote never verifies."""
+loaders), PCR files and go-tpm-tools attestations (TCG event logs: test_fuzz_eventlog.py).
+Inputs are random bytes and mutations of the real GCE sample; the only exception allowed out
+is InputError, and a mutated quote never verifies."""
 
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ from hypothesis import strategies as st
 
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence._common import load_certificate
-from cmcp_verifier.evidence.tcg_log import parse_event_log, replay
 from cmcp_verifier.evidence.tpm import verify_quote
 from cmcp_verifier.evidence.tpm_gotpm import parse_gotpm_attestation
 from cmcp_verifier.evidence.tpm_keys import load_ak_public, load_signature
 from cmcp_verifier.evidence.tpm_pcrs import parse_pcr_file, pcrs_to_json
 from cmcp_verifier.evidence.tpm_structures import (
-    HASH_ALGS,
     parse_tpms_attest,
     parse_tpmt_public,
     parse_tpmt_signature,
@@ -94,19 +93,6 @@ def test_pcr_file(data: bytes) -> None:
         parse_pcr_file(data, SELECTION)
     with contextlib.suppress(InputError):
         parse_pcr_file(data)
-
-
-@fuzz_settings
-@given(_inputs([LOG, LOG[:2000]], max_size=2000))
-def test_event_log(data: bytes) -> None:
-    try:
-        log = parse_event_log(data)
-    except InputError:
-        return
-    for alg_id in log.digest_sizes:
-        if alg_id in HASH_ALGS:
-            with contextlib.suppress(InputError):
-                replay(log.events, HASH_ALGS[alg_id])
 
 
 @fuzz_settings

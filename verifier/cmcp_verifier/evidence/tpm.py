@@ -2,7 +2,7 @@
 
 The verification itself is :mod:`.tpm_quote` (re-exported here: :func:`verify_quote`,
 :func:`verify_quotes`, :class:`Quote`); the building blocks are :mod:`.tpm_structures`,
-:mod:`.tpm_keys`, :mod:`.tpm_pcrs`, :mod:`.tcg_log`, :mod:`.tpm_chain` and :mod:`.tpm_gotpm`.
+:mod:`.tpm_keys`, :mod:`.tpm_pcrs`, :mod:`.tcg_eventlog`, :mod:`.tpm_chain` and :mod:`.tpm_gotpm`.
 
 Embedded form (``gateway.attestation.evidence`` of a claim whose type is ``tpm``), every member
 a base64url string; :func:`embed_evidence` writes it, unknown members are rejected:

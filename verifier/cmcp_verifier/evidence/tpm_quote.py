@@ -28,7 +28,7 @@ from cryptography import x509
 from ..errors import InputError
 from . import EvidenceReport
 from ._common import load_certificate
-from .tcg_log import parse_event_log, replay
+from .tcg_eventlog import parse_event_log, replay
 from .tpm_chain import ak_chain_problems
 from .tpm_keys import (
     AkPublic,
