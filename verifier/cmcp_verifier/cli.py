@@ -212,7 +212,7 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
     try:
         return kind.verify_files(args, _evidence_policy(args, nonce))
     except CmcpError as exc:
-        if exc.code.startswith("usage.") or exc.code in EVIDENCE_USAGE_CODES:
+        if exc.code in EVIDENCE_USAGE_CODES:
             raise UsageError(exc.message) from None
         report = Report(subject=f"{args.type} evidence")
         report.fail(exc.code, exc.message)

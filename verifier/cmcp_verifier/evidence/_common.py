@@ -84,6 +84,11 @@ def read_input(path: str | Path, *, what: str, limit: int = MAX_INPUT_BYTES) -> 
         ) from None
 
 
+def read_optional(path: str | Path | None, *, what: str) -> bytes | None:
+    """:func:`read_input` for an optional file: None when no path was given."""
+    return None if path is None else read_input(path, what=what)
+
+
 def hex_or_raw(data: bytes) -> bytes:
     """Bytes given either raw or as hex text (whitespace allowed)."""
     stripped = data.strip()
@@ -152,6 +157,15 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
         ) from None
 
 
+def common_name(cert: x509.Certificate) -> str:
+    """The subject CN (or the whole subject when it has none), for messages and lookups."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if names:
+        value = names[0].value
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when ``issuer``'s key signed ``cert`` and the names chain."""
     try:
@@ -180,7 +194,7 @@ def chain_problems(
         name = cert.subject.rfc4514_string() or "(empty subject)"
         if not issued_by(cert, issuer):
             problems.append(f"{name} is not signed by {issuer.subject.rfc4514_string()}")
-        if not _is_ca(issuer):
+        if not is_ca(issuer):
             problems.append(f"{issuer.subject.rfc4514_string()} is not a CA certificate")
     for cert in full:
         if at is not None and not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
@@ -191,7 +205,8 @@ def chain_problems(
     return problems
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """True for a certificate whose basic constraints make it a CA."""
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:

@@ -46,9 +46,9 @@ from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
     Reader,
-    _is_ca,
     chain_problems,
     hex_or_raw,
+    is_ca,
     load_certificates,
     read_input,
 )
@@ -259,7 +259,7 @@ class _Verification:
             problems = chain_problems(list(chain), anchor, at=self.policy.now())
             if not problems:
                 break
-        if _is_ca(chain[0]):
+        if is_ca(chain[0]):
             problems.append(f"leaf {chain[0].subject.rfc4514_string()} is a CA certificate")
         self.out.add(
             "cert.chain",

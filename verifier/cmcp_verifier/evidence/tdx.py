@@ -51,14 +51,19 @@ from ..digests import b64url_decode
 from ..errors import InputError
 from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import chain_problems, load_certificates, read_input
+from ._common import (
+    chain_problems,
+    common_name,
+    load_certificates,
+    read_input,
+    read_optional,
+)
 from .ccel import CC_TYPE_TDX, parse_ccel_table, replay_rtmrs
 from .tcg_eventlog import parse_event_log
 from .tdx_appraisal import (
     TdxCollateral,
     TdxOptions,
     check_collateral,
-    common_name,
     ecdsa_p256_ok,
 )
 from .tdx_quote import BODY_TD15, INTEL_QE_VENDOR_ID, TdQuote, parse_quote
@@ -268,23 +273,6 @@ _FILE_OPTIONS = {  # TdxCollateral field -> command-line option
 _EMBEDDED = {"quote", "event_log", "acpi_table", *_FILE_OPTIONS}
 
 
-def _usage(message: str) -> Exception:
-    from ..cli import UsageError  # the CLI owns exit status 2; imported late (cli imports us)
-
-    return UsageError(message)
-
-
-def _read(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return read_input(path, what=what)
-    except InputError as exc:
-        if exc.code == "evidence.unreadable":
-            raise _usage(exc.message) from None
-        raise
-
-
 class TdxEvidence:
     """Intel TDX quotes (DCAP v4/v5) with optional collateral and CCEL event log."""
 
@@ -310,19 +298,21 @@ class TdxEvidence:
 
     def verify_files(self, args: argparse.Namespace, policy: EvidencePolicy) -> EvidenceReport:
         if not args.tdx_quote:
-            raise _usage("--type tdx needs --tdx-quote FILE")
-        quote = _read(args.tdx_quote, "TDX quote")
-        assert quote is not None
+            raise InputError("--type tdx needs --tdx-quote FILE", code="evidence.usage")
+        quote = read_input(args.tdx_quote, what="TDX quote")
         collateral = TdxCollateral(
-            **{attr: _read(getattr(args, attr), attr.replace("_", " ")) for attr in _FILE_OPTIONS}
+            **{
+                attr: read_optional(getattr(args, attr), what=attr.replace("_", " "))
+                for attr in _FILE_OPTIONS
+            }
         )
         return verify_td_quote(
             quote,
             collateral,
             policy,
             TdxOptions(args.tdx_allow_expired_collateral, args.tdx_strict_tcb),
-            event_log=_read(args.tdx_event_log, "CCEL event log"),
-            acpi_table=_read(args.tdx_acpi_table, "CCEL ACPI table"),
+            event_log=read_optional(args.tdx_event_log, what="CCEL event log"),
+            acpi_table=read_optional(args.tdx_acpi_table, what="CCEL ACPI table"),
         )
 
     def verify_embedded(self, evidence: dict[str, Any], policy: EvidencePolicy) -> EvidenceReport:

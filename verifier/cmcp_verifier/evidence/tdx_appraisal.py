@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport
-from ._common import chain_problems, issued_by, load_certificates
+from ._common import chain_problems, common_name, issued_by, load_certificates
 from .sgx_pck import PckTcb, parse_pck_extensions
 from .tdx_collateral import (
     QeIdentity,
@@ -115,12 +115,6 @@ class _Windows:
             )
         else:
             report.passed("tdx.collateral.validity", f"all collateral current {when}")
-
-
-def common_name(cert: x509.Certificate) -> str:
-    """The subject CN (or the whole subject when it has none), for messages."""
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()
 
 
 def ecdsa_p256_ok(key: Any, signature: bytes, data: bytes) -> bool:

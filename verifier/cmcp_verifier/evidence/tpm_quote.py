@@ -290,7 +290,7 @@ def _signing_hash(
     if sig_hash is not None:
         named = HASH_BY_NAME.get(sig_hash)
         if named is None:
-            raise InputError(f"unknown signature hash {sig_hash!r}", code="usage.sig_hash")
+            raise InputError(f"unknown signature hash {sig_hash!r}", code="tpm.sig_hash")
         return named
     scheme_hash = ak.tpm_public.scheme_hash if ak.tpm_public else None
     if scheme_hash is not None:
