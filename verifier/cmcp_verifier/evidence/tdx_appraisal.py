@@ -1,7 +1,7 @@
 """Appraising a TDX quote with Intel's collateral: signatures and issuer chains of the TCB
 info and QE identity, CRLs, validity at the evaluation time, and the TCB status as checks.
 
-:func:`check_collateral` adds ``tdx.collateral.*`` and ``tdx.tcb`` checks to a report; the
+:func:`check_collateral` adds ``collateral.*`` and ``tcb`` checks to a report; the
 TCB algorithm itself is :mod:`.tdx_tcb`.
 """
 
@@ -105,16 +105,14 @@ class _Windows:
     def report(self, report: EvidenceReport, options: TdxOptions) -> None:
         when = f"at {self.at.isoformat()}"
         if self.early or (self.expired and not options.allow_expired_collateral):
-            report.fail(
-                "tdx.collateral.validity", f"{when}: " + "; ".join(self.early + self.expired)
-            )
+            report.fail("collateral.validity", f"{when}: " + "; ".join(self.early + self.expired))
         elif self.expired:
             report.warn(
-                "tdx.collateral.validity",
+                "collateral.validity",
                 f"{when}: " + "; ".join(self.expired) + " (accepted: allow expired collateral)",
             )
         else:
-            report.passed("tdx.collateral.validity", f"all collateral current {when}")
+            report.passed("collateral.validity", f"all collateral current {when}")
 
 
 def ecdsa_p256_ok(key: Any, signature: bytes, data: bytes) -> bool:
@@ -245,11 +243,11 @@ def _pck_crl_signer(
     try:
         chain = load_certificates(col.pck_crl_chain, what="PCK CRL issuer chain")
     except InputError as exc:
-        report.fail("tdx.collateral.pck_crl", exc.message)
+        report.fail("collateral.pck_crl", exc.message)
         return None
     problems = chain_problems(chain, root, at=None)
     if problems:
-        report.fail("tdx.collateral.pck_crl", "PCK CRL issuer chain: " + "; ".join(problems))
+        report.fail("collateral.pck_crl", "PCK CRL issuer chain: " + "; ".join(problems))
         return None
     windows.add_certs(chain)
     return chain[0]
@@ -270,7 +268,7 @@ def _check_revocation(
             col.pck_crl,
             signer,
             [pck_chain[0]],
-            name="tdx.collateral.pck_crl",
+            name="collateral.pck_crl",
             what="PCK CRL",
             windows=windows,
             report=report,
@@ -281,7 +279,7 @@ def _check_revocation(
             col.root_crl,
             root,
             list(dict.fromkeys(intermediates)),
-            name="tdx.collateral.root_crl",
+            name="collateral.root_crl",
             what="root CA CRL",
             windows=windows,
             report=report,
@@ -301,11 +299,11 @@ def _judge_tcb(result: TcbResult, options: TdxOptions, report: EvidenceReport) -
     if result.advisory_ids:
         detail += f" (advisories {', '.join(result.advisory_ids)})"
     if result.status in ACCEPTABLE:
-        report.passed("tdx.tcb", detail)
+        report.passed("tcb", detail)
     elif result.status in ACCEPTABLE_WITH_WARNING and not options.strict_tcb:
-        report.warn("tdx.tcb", detail)
+        report.warn("tcb", detail)
     else:
-        report.fail("tdx.tcb", detail)
+        report.fail("tcb", detail)
 
 
 def check_collateral(
@@ -326,7 +324,7 @@ def check_collateral(
             col.tcb_info,
             col.tcb_info_chain or col.qe_identity_chain,
             member="tcbInfo",
-            name="tdx.collateral.tcb_info",
+            name="collateral.tcb_info",
             what="TCB info",
             option="--tcb-info-chain",
             parse=parse_tcb_info,
@@ -343,7 +341,7 @@ def check_collateral(
             col.qe_identity,
             col.qe_identity_chain or col.tcb_info_chain,
             member="enclaveIdentity",
-            name="tdx.collateral.qe_identity",
+            name="collateral.qe_identity",
             what="QE identity",
             option="--qe-identity-chain",
             parse=parse_qe_identity,
@@ -361,7 +359,7 @@ def check_collateral(
     missing = [option for attr, option in REQUIRED_OPTIONS.items() if getattr(col, attr) is None]
     if missing and not col.empty:
         (report.fail if options.strict_tcb else report.warn)(
-            "tdx.collateral", f"not supplied: {', '.join(missing)}" + _no_fetch(policy)
+            "collateral", f"not supplied: {', '.join(missing)}" + _no_fetch(policy)
         )
     unknown = "no collateral supplied" if col.empty else "no verified TCB info"
     _evaluate(q, pck_chain, info, identity, options, report, unknown + _no_fetch(policy))
@@ -388,7 +386,7 @@ def _evaluate(
         try:
             pck = parse_pck_extensions(pck_chain[0])
         except InputError as exc:
-            report.fail("tdx.pck.extensions", exc.message)
+            report.fail("pck.extensions", exc.message)
         else:
             report.facts.update(
                 fmspc=pck.fmspc.hex(), pce_svn=pck.pce_svn, cpu_svn=pck.cpu_svn.hex()
@@ -400,6 +398,6 @@ def _evaluate(
     qe_text = f"; QE {qe.status}: {qe.detail}" if qe else ""
     text = f"TCB status unknown: {unknown}{qe_text}"
     if options.strict_tcb or (qe is not None and qe.status not in ACCEPTABLE):
-        report.fail("tdx.tcb", text)
+        report.fail("tcb", text)
     else:
-        report.warn("tdx.tcb", text)
+        report.warn("tcb", text)
