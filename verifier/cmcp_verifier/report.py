@@ -16,6 +16,21 @@ class Status(StrEnum):
     SKIP = "skip"
 
 
+def bytes_mismatch(expected: bytes, found: bytes, *, limit: int = 64) -> str:
+    """``expected <hex>, found <hex>`` and where they first differ (for failure details)."""
+
+    def show(b: bytes) -> str:
+        return b[:limit].hex() + ("…" if len(b) > limit else "") if b else "(empty)"
+
+    text = f"expected {show(expected)}, found {show(found)}"
+    first = next((i for i, (x, y) in enumerate(zip(expected, found, strict=False)) if x != y), None)
+    if first is not None:
+        return f"{text}; first difference at byte {first}"
+    if len(expected) != len(found):
+        return f"{text}; {len(found)} bytes where {len(expected)} are expected"
+    return text
+
+
 @dataclass(frozen=True)
 class Check:
     """One named check (e.g. ``sev-snp.signature``) and what it found."""
@@ -45,9 +60,14 @@ class Report:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status is Status.FAIL]
 
-    def add(self, name: str, ok: bool, detail: str = "") -> bool:
-        """Record a pass/fail check; returns ``ok`` so callers can chain on it."""
-        self.checks.append(Check(name, Status.PASS if ok else Status.FAIL, detail))
+    def add(self, name: str, ok: bool, detail: str = "", *, failed: str | None = None) -> bool:
+        """Record a pass/fail check; returns ``ok`` so callers can chain on it.
+
+        ``failed`` (when given) is the detail used instead of ``detail`` if the check fails:
+        it should say what was expected and what was found.
+        """
+        shown = detail if ok or failed is None else failed
+        self.checks.append(Check(name, Status.PASS if ok else Status.FAIL, shown))
         return ok
 
     def passed(self, name: str, detail: str = "") -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import audit
-from .binding import binding_digest, report_data_matches
+from .binding import binding_digest, report_data
 from .canonical import parse_json
 from .claim import (
     CMCP_VERSION,
@@ -27,7 +27,7 @@ from .digests import b64url_decode, b64url_encode, is_digest
 from .errors import CmcpError
 from .evidence import EvidencePolicy, EvidenceReport, evidence_types
 from .keys import jwk_thumbprint, load_public_jwk
-from .report import Report
+from .report import Report, bytes_mismatch
 from .trace_schema import trace_record_errors
 
 MAX_CLAIM_BYTES = 16 * 1024 * 1024
@@ -80,8 +80,14 @@ def _verify_envelope(env: Any, policy: ClaimPolicy, report: Report) -> None:
     if not _check_profile_and_schema(trace, report):
         return
     key = load_public_jwk(trace["cnf"]["jwk"])
-    report.add("trace.signature", signature_valid(trace, key), "Ed25519 by cnf.jwk over RFC 8785")
-    report.add("envelope.signature", signature_valid(env, key), "Ed25519 by cnf.jwk over RFC 8785")
+    for name, obj in (("trace.signature", trace), ("envelope.signature", env)):
+        report.add(
+            name,
+            signature_valid(obj, key),
+            "Ed25519 by trace.cnf.jwk over RFC 8785",
+            failed="expected an Ed25519 signature by trace.cnf.jwk over the RFC 8785 form of "
+            f"the {name.split('.')[0]} without 'signature'; it does not verify",
+        )
     _check_consistency(trace, gw, report)
     _check_freshness(trace["iat"], policy, report)
     _check_bundle(trace["policy"]["bundle_hash"], policy, report)
@@ -105,7 +111,10 @@ def _check_shape(env: Any, report: Report) -> bool:
         report.fail("envelope.format", what)
         return False
     if env["cmcp_version"] != CMCP_VERSION:
-        report.fail("envelope.format", f"unsupported cmcp_version {env['cmcp_version']!r}")
+        report.fail(
+            "envelope.format",
+            f"cmcp_version {str(env['cmcp_version'])[:40]!r} is not the supported {CMCP_VERSION!r}",
+        )
         return False
     if not isinstance(env["trace"], dict) or not isinstance(env["gateway"], dict):
         report.fail("envelope.format", "trace and gateway must be objects")
@@ -143,37 +152,66 @@ def _check_profile_and_schema(trace: dict[str, Any], report: Report) -> bool:
     if profile == TRACE_PROFILE_V01:
         report.fail("trace.profile", "TRACE v0.1 profile is superseded; v0.2 verifiers reject it")
         return False
-    if not report.add("trace.profile", profile == TRACE_PROFILE, str(profile)):
+    if not report.add(
+        "trace.profile",
+        profile == TRACE_PROFILE,
+        TRACE_PROFILE,
+        failed=f"expected eat_profile {TRACE_PROFILE!r}, found {str(profile)[:80]!r}",
+    ):
         return False
     errors = trace_record_errors(trace)
-    return report.add("trace.schema", not errors, "; ".join(errors[:3]) or "TRACE v0.2 schema")
+    return report.add(
+        "trace.schema",
+        not errors,
+        "TRACE v0.2 schema",
+        failed="not a TRACE v0.2 record: " + "; ".join(errors[:3]),
+    )
 
 
 def _check_consistency(trace: dict[str, Any], gw: dict[str, Any], report: Report) -> None:
     problems = []
-    if gw["bundle"].get("hash") != trace["policy"]["bundle_hash"]:
-        problems.append("gateway.bundle.hash differs from trace.policy.bundle_hash")
-    transcript = trace.get("tool_transcript")
-    if transcript is None:
-        problems.append("trace.tool_transcript is missing")
-    else:
-        if transcript.get("hash") != gw["transcript"].get("hash"):
-            problems.append("transcript hash differs between trace and gateway")
-        if transcript.get("call_count") != gw["call_summary"]["calls"]:
-            problems.append("tool_transcript.call_count differs from call_summary.calls")
+    transcript = trace.get("tool_transcript") or {}
     kind = gw["attestation"]["type"]
-    expected_platform = PLATFORM_BY_EVIDENCE.get(kind, "unknown")
-    if expected_platform is not None and trace["runtime"]["platform"] != expected_platform:
-        problems.append(
-            f"runtime.platform {trace['runtime']['platform']!r} does not fit evidence type {kind!r}"
-        )
-    report.add("claim.consistency", not problems, "; ".join(problems) or "trace and gateway agree")
+    for what, stated, expected in (
+        ("gateway.bundle.hash", gw["bundle"].get("hash"), trace["policy"]["bundle_hash"]),
+        ("gateway.transcript.hash", gw["transcript"].get("hash"), transcript.get("hash")),
+        (
+            "trace.tool_transcript.call_count",
+            transcript.get("call_count"),
+            gw["call_summary"]["calls"],
+        ),
+        (
+            f"trace.runtime.platform (evidence type {_short(kind)})",
+            trace["runtime"]["platform"],
+            PLATFORM_BY_EVIDENCE.get(kind, "unknown"),
+        ),
+    ):
+        if expected is not None and stated != expected:
+            problems.append(f"{what} is {_short(stated)}, expected {_short(expected)}")
+    if "tool_transcript" not in trace:
+        problems.append("trace.tool_transcript is missing")
+    report.add(
+        "claim.consistency",
+        not problems,
+        "trace and gateway agree",
+        failed="; ".join(problems),
+    )
+
+
+def _short(value: Any) -> str:
+    """A value for a failure detail: digests as they are, anything else as a short repr."""
+    text = value if is_digest(value) else repr(value)
+    return text if len(text) <= 90 else text[:89] + "…"
 
 
 def _check_freshness(iat: int, policy: ClaimPolicy, report: Report) -> None:
     now = int(policy.now().timestamp())
     if iat > now + CLOCK_SKEW_SECONDS:
-        report.fail("claim.freshness", f"issued {iat - now} s in the future")
+        report.fail(
+            "claim.freshness",
+            f"issued {iat - now} s in the future (at most {CLOCK_SKEW_SECONDS} s of clock skew "
+            "is tolerated)",
+        )
     elif policy.max_age_seconds == 0:
         report.warn("claim.freshness", f"age {now - iat} s; staleness check disabled")
     else:
@@ -182,6 +220,7 @@ def _check_freshness(iat: int, policy: ClaimPolicy, report: Report) -> None:
             "claim.freshness",
             age <= policy.max_age_seconds,
             f"age {age} s (limit {policy.max_age_seconds} s)",
+            failed=f"issued {age} s ago; expected at most {policy.max_age_seconds} s (--max-age)",
         )
 
 
@@ -189,9 +228,12 @@ def _check_bundle(bundle_hash: str, policy: ClaimPolicy, report: Report) -> None
     if not policy.approved_bundle_hashes:
         report.skip("policy.bundle_hash", f"{bundle_hash} (no approved hash given: --bundle-hash)")
         return
-    ok = bundle_hash in policy.approved_bundle_hashes
     report.add(
-        "policy.bundle_hash", ok, bundle_hash if ok else f"{bundle_hash} is not an approved bundle"
+        "policy.bundle_hash",
+        bundle_hash in policy.approved_bundle_hashes,
+        bundle_hash,
+        failed=f"{bundle_hash} is not an approved bundle; expected one of "
+        + ", ".join(policy.approved_bundle_hashes),
     )
 
 
@@ -202,7 +244,11 @@ def _check_nonce(
     nonce = b64url_decode(binding.get("nonce", ""), what="attestation.binding.nonce")
     runtime_nonce = trace["runtime"].get("nonce")
     if runtime_nonce is not None and runtime_nonce != b64url_encode(nonce):
-        report.fail("claim.nonce", "runtime.nonce differs from the bound nonce")
+        report.fail(
+            "claim.nonce",
+            f"trace.runtime.nonce {_short(runtime_nonce)} differs from the bound nonce "
+            f"{b64url_encode(nonce)!r} (attestation.binding.nonce)",
+        )
     elif policy.nonce is None:
         report.skip("claim.nonce", "no nonce required (--nonce)")
     else:
@@ -210,6 +256,8 @@ def _check_nonce(
             "claim.nonce",
             hmac.compare_digest(nonce, policy.nonce),
             "bound nonce equals the verifier's nonce",
+            failed="bound nonce (attestation.binding.nonce) is not the verifier's --nonce: "
+            + bytes_mismatch(policy.nonce, nonce),
         )
     return nonce
 
@@ -224,13 +272,12 @@ def _check_binding(
         jwk_thumbprint(trace["cnf"]["jwk"]), trace["policy"]["bundle_hash"], catalog_hash, nonce
     )
     stated = (gw["attestation"].get("binding") or {}).get("digest")
-    ok = isinstance(stated, str) and stated == b64url_encode(expected)
     report.add(
         "attestation.binding",
-        ok,
-        "binding digest = H(key thumbprint, bundle, catalog, nonce)"
-        if ok
-        else "stated binding digest does not match the key, bundle, catalog and nonce",
+        isinstance(stated, str) and stated == b64url_encode(expected),
+        "binding digest = H(key thumbprint, bundle, catalog, nonce)",
+        failed=f"attestation.binding.digest is {_short(stated)}; the key, bundle, catalog and "
+        f"nonce of this claim give {b64url_encode(expected)!r}",
     )
     return expected
 
@@ -243,11 +290,16 @@ def _check_evidence(
     if kind == "software":
         msg = "software-only: no hardware root of trust"
         if trace["appraisal"].get("status") != "none":
-            report.fail("attestation.evidence", "software-only claim with an appraisal status")
+            status = _short(trace["appraisal"].get("status"))
+            report.fail(
+                "attestation.evidence",
+                f"software-only claim with appraisal status {status}, expected 'none'",
+            )
         elif policy.allow_software:
             report.warn("attestation.evidence", msg + " (accepted: --allow-software)")
         else:
-            report.fail("attestation.evidence", msg)
+            report.fail("attestation.evidence", msg + "; expected hardware evidence")
+        _check_measurement(trace, None, policy, report)
         return
     kinds = evidence_types()
     if kind not in kinds:
@@ -265,31 +317,47 @@ def _check_evidence(
         report.fail(f"{kind}.evidence", exc.message)
         return
     report.extend(sub, prefix=f"{kind}.")
-    if sub.report_data is None:
-        report.fail("attestation.report_data", "evidence carries no report data")
-    else:
-        report.add(
-            "attestation.report_data",
-            report_data_matches(sub.report_data, binding),
-            "hardware report data carries the binding digest",
-        )
+    _check_report_data(sub.report_data, binding, report)
     _check_measurement(trace, sub, policy, report)
 
 
+def _check_report_data(actual: bytes | None, binding: bytes, report: Report) -> None:
+    """The hardware report data must carry the binding digest: itself (32 bytes, e.g. TPM
+    extraData) or followed by zeros (64-byte SEV-SNP / TDX REPORT_DATA)."""
+    if actual is None:
+        report.fail("attestation.report_data", "evidence carries no report data")
+        return
+    expected = binding if len(actual) == len(binding) else report_data(binding)
+    report.add(
+        "attestation.report_data",
+        hmac.compare_digest(actual, expected),
+        "hardware report data carries the binding digest",
+        failed="hardware report data does not carry this claim's binding digest: "
+        + bytes_mismatch(expected, actual),
+    )
+
+
 def _check_measurement(
-    trace: dict[str, Any], sub: EvidenceReport, policy: ClaimPolicy, report: Report
+    trace: dict[str, Any], sub: EvidenceReport | None, policy: ClaimPolicy, report: Report
 ) -> None:
     stated = trace["runtime"]["measurement"]
-    if sub.measurement is not None:
+    if sub is not None and sub.measurement is not None:
         report.add(
             "runtime.measurement",
             stated == sub.measurement,
-            f"runtime.measurement {'matches' if stated == sub.measurement else 'differs from'}"
-            " the evidence",
+            f"runtime.measurement matches the evidence ({sub.measurement})",
+            failed=f"runtime.measurement is {_short(stated)}, the evidence measured "
+            f"{sub.measurement}",
         )
     pin = policy.evidence.expected_measurement
     if pin is not None:
-        report.add("runtime.expected_measurement", stated == pin, f"pinned {pin}")
+        report.add(
+            "runtime.expected_measurement",
+            stated == pin,
+            f"pinned {pin}",
+            failed=f"runtime.measurement is {_short(stated)}, expected the pinned {pin} "
+            "(--expected-measurement)",
+        )
 
 
 def _is_chain_prefix(records: list[audit.AuditRecord], length: int) -> bool:
@@ -317,12 +385,15 @@ def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: 
         except CmcpError as exc:
             report.fail(exc.code, exc.message)
             return
-        ok = summary.root == chain["root"] and summary.tips.get(chain["length"]) == chain["tip"]
+        tip = summary.tips.get(chain["length"])
         report.add(
             "audit.chain",
-            ok,
-            f"{summary.length} entries re-hashed; root and tip at "
-            f"length {chain['length']} {'match' if ok else 'do not match'} the claim",
+            summary.root == chain["root"] and tip == chain["tip"],
+            f"{summary.length} entries re-hashed; root and tip at length {chain['length']} "
+            "match the claim",
+            failed=f"{summary.length} entries re-hashed; the claim states root {chain['root']} "
+            f"and tip {chain['tip']} at length {chain['length']}, the log has root "
+            f"{summary.root} and tip {tip}",
         )
     else:
         report.skip("audit.chain", "session export: per-entry hashes only (no chain prefix)")
@@ -340,9 +411,12 @@ def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: 
         "audit.transcript",
         transcript == gw["transcript"].get("hash"),
         f"{len(mine)} session entries hash to the claimed transcript",
+        failed=f"{len(mine)} session entries hash to {transcript}; the claim states "
+        f"{_short(gw['transcript'].get('hash'))}",
     )
     report.add(
         "audit.counters",
         session_summary.counts == gw["call_summary"],
         f"log counts {session_summary.counts}",
+        failed=f"log counts {session_summary.counts}; the claim states {gw['call_summary']}",
     )

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..digests import b64url_decode
 from ..errors import InputError
+from ..report import bytes_mismatch
 from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
@@ -301,7 +302,10 @@ class _Verification:
             return
         ok = hmac.compare_digest(expected, self.spdm.nonce)
         self.out.add(
-            "nonce", ok, f"request nonce {'equals' if ok else 'differs from'} {expected.hex()}"
+            "nonce",
+            ok,
+            f"request nonce equals {expected.hex()}",
+            failed="request nonce differs: " + bytes_mismatch(expected, self.spdm.nonce),
         )
 
     def check_rims(self, rims: Sequence[bytes]) -> None:

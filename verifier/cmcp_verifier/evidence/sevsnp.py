@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..digests import b64url_decode
 from ..errors import InputError
+from ..report import bytes_mismatch
 from ..roots import root_bytes
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
@@ -544,8 +545,9 @@ class _Verification:
             self.out.add(
                 "report_data",
                 ok,
-                f"REPORT_DATA {'equals' if ok else 'differs from'} the expected "
-                f"{expected_report_data.hex()[:32]}… (zero padded)",
+                f"REPORT_DATA equals the expected {expected_report_data.hex()[:32]}… (zero padded)",
+                failed="REPORT_DATA differs from the expected value (zero padded): "
+                + bytes_mismatch(want, self.snp.report_data),
             )
         pin = self.policy.expected_measurement
         if pin is not None:

@@ -47,9 +47,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..binding import report_data_matches
+from ..binding import report_data
 from ..digests import b64url_decode
 from ..errors import InputError
+from ..report import bytes_mismatch
 from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
@@ -157,12 +158,15 @@ def _check_qe(q: TdQuote, pck: x509.Certificate | None, report: EvidenceReport) 
             "qe.signature",
             ecdsa_p256_ok(pck.public_key(), q.qe_report_signature, q.qe_report.raw),
             "QE report signed by the PCK key",
+            failed="the QE report signature does not verify with the PCK certificate's key",
         )
     expected = hashlib.sha256(q.attestation_key + q.qe_auth_data).digest() + bytes(32)
     report.add(
         "qe.binding",
         hmac.compare_digest(q.qe_report.report_data, expected),
         "QE report data = SHA-256(attestation key ‖ QE auth data)",
+        failed="QE report data is not SHA-256(attestation key ‖ QE auth data) ‖ 0^32: "
+        + bytes_mismatch(expected, q.qe_report.report_data),
     )
 
 
@@ -171,7 +175,9 @@ def _check_quote(q: TdQuote, policy: EvidencePolicy, report: EvidenceReport) -> 
     report.add(
         "quote.signature",
         key is not None and ecdsa_p256_ok(key, q.signature, q.signed_data),
-        "attestation key signs header ‖ TD report body"
+        "attestation key signs header ‖ TD report body",
+        failed="the ECDSA P-256 signature over header ‖ TD report body does not verify with "
+        "the quote's attestation key"
         if key is not None
         else "attestation key is not a P-256 point",
     )
@@ -182,10 +188,15 @@ def _check_quote(q: TdQuote, policy: EvidencePolicy, report: EvidenceReport) -> 
     else:
         report.fail("td.debug", "TD DEBUG=1: the host can read and alter the TD")
     if policy.nonce is not None:
+        expected = report_data(policy.nonce[:64])
         report.add(
             "nonce",
-            len(policy.nonce) <= 64 and report_data_matches(q.body.report_data, policy.nonce),
+            len(policy.nonce) <= 64 and hmac.compare_digest(q.body.report_data, expected),
             "REPORTDATA carries the nonce",
+            failed="REPORTDATA is not the nonce zero padded to 64 bytes: "
+            + bytes_mismatch(
+                policy.nonce if len(policy.nonce) > 64 else expected, q.body.report_data
+            ),
         )
     pin = policy.expected_measurement
     if pin is not None:

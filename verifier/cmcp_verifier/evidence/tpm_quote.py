@@ -26,6 +26,7 @@ from typing import Any
 from cryptography import x509
 
 from ..errors import InputError
+from ..report import bytes_mismatch
 from . import EvidenceReport
 from ._common import load_certificate
 from .tcg_eventlog import parse_event_log, replay
@@ -268,8 +269,8 @@ def _verify_one(
         report.add(
             prefix + "nonce",
             hmac.compare_digest(attest.extra_data, nonce),
-            f"extraData {'equals' if attest.extra_data == nonce else 'differs from'} the nonce"
-            + ("" if attest.extra_data else " (extraData is empty)"),
+            "extraData equals the nonce",
+            failed="extraData differs from the nonce: " + bytes_mismatch(nonce, attest.extra_data),
         )
     if quote.pcrs is not None:
         result.pcrs = _check_pcr_digest(quote.pcrs, attest, alg, prefix, report)
