@@ -6,11 +6,13 @@ Use :func:`verify_claim` with the claim's bytes and a :class:`ClaimPolicy`; the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hmac
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from . import audit
 from .binding import binding_digest, report_data
@@ -24,7 +26,7 @@ from .claim import (
     signature_valid,
 )
 from .digests import b64url_decode, b64url_encode, is_digest
-from .errors import CmcpError
+from .errors import CmcpError, InputError
 from .evidence import EvidencePolicy, EvidenceReport, evidence_types
 from .keys import jwk_thumbprint, load_public_jwk
 from .report import Report, bytes_mismatch
@@ -44,7 +46,7 @@ class ClaimPolicy:
     max_age_seconds: int = DEFAULT_MAX_AGE  # 0 disables the staleness check
     allow_software: bool = False
     evidence: EvidencePolicy = field(default_factory=EvidencePolicy)
-    audit_log: bytes | None = None
+    audit_log: bytes | Path | None = None  # the log's bytes, or a file to stream
 
     def now(self) -> dt.datetime:
         return self.evidence.now()
@@ -360,31 +362,67 @@ def _check_measurement(
         )
 
 
-def _is_chain_prefix(records: list[audit.AuditRecord], length: int) -> bool:
-    """A whole chain (seq 0, 1, 2, … up to at least the claimed length), as opposed to a
-    session export — which may also start at seq 0 when the session made the first entry."""
-    return (
-        bool(records)
-        and len(records) >= length
-        and all(r.entry["seq"] == i for i, r in enumerate(records))
-    )
+class _AuditScan:
+    """One pass over the audit log given with a claim, following both readings at once: the
+    whole chain (seq 0, 1, 2, … up to at least the claimed length), or a session export
+    (which may also start at seq 0 when the session made the first entry)."""
+
+    def __init__(self, session: str, length: int) -> None:
+        self.session, self.length = session, length
+        self.chain = audit.ChainVerifier(keep_tips_at={length}, summarise_sessions=False)
+        self.count = 0
+        self.consecutive = True
+        self.link_error: CmcpError | None = None
+        self.foreign = 0  # entries of other sessions
+        self.mine = audit.SessionSummary()  # this session's entries up to the claimed length
+
+    def add(self, record: audit.AuditRecord) -> None:
+        entry = record.entry
+        self.consecutive = self.consecutive and entry["seq"] == self.count
+        if self.consecutive and self.link_error is None:
+            try:
+                self.chain.add(record)
+            except CmcpError as exc:
+                self.link_error = exc
+        if entry.get("session") != self.session:
+            self.foreign += 1
+        elif entry["seq"] < self.length:
+            self.mine.add(record)
+        self.count += 1
+
+    @property
+    def full_chain(self) -> bool:
+        return self.count > 0 and self.consecutive and self.count >= self.length
 
 
-def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: Report) -> None:
+def _log_source(log: bytes | Path) -> contextlib.AbstractContextManager[bytes | BinaryIO]:
+    if isinstance(log, bytes):
+        return contextlib.nullcontext(log)
     try:
-        records = audit.read_log(log)
+        return open(log, "rb")
+    except OSError as exc:
+        raise InputError(
+            f"cannot read audit log {str(log)!r}: {exc.strerror}", code="audit.unreadable"
+        ) from None
+
+
+def _check_audit(
+    trace: dict[str, Any], gw: dict[str, Any], log: bytes | Path, report: Report
+) -> None:
+    chain = gw["audit_chain"]
+    scan = _AuditScan(gw["session_id"], chain["length"])
+    try:
+        with _log_source(log) as source:
+            for record in audit.iter_records(source):
+                scan.add(record)
     except CmcpError as exc:
         report.fail(exc.code, exc.message)
         return
-    session = gw["session_id"]
-    chain = gw["audit_chain"]
-    full_chain = _is_chain_prefix(records, chain["length"])
-    if full_chain:
-        try:
-            summary = audit.verify_chain(records, keep_tips_at={chain["length"]})
-        except CmcpError as exc:
-            report.fail(exc.code, exc.message)
+    if scan.full_chain:
+        if scan.link_error is not None:
+            report.fail(scan.link_error.code, scan.link_error.message)
             return
+        summary = scan.chain.summary
         tip = summary.tips.get(chain["length"])
         report.add(
             "audit.chain",
@@ -397,26 +435,25 @@ def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: 
         )
     else:
         report.skip("audit.chain", "session export: per-entry hashes only (no chain prefix)")
-    mine = [
-        r for r in records if r.entry.get("session") == session and r.entry["seq"] < chain["length"]
-    ]
-    if not full_chain and any(r.entry.get("session") != session for r in records):
-        report.fail("audit.session", "export contains entries of other sessions")
-        return
-    session_summary = audit.SessionSummary()
-    for r in mine:
-        session_summary.add(r)
-    transcript = audit.session_transcript_hash(session, session_summary.entry_hashes)
+        if scan.foreign:
+            report.fail(
+                "audit.session",
+                f"export contains {scan.foreign} entries of other sessions; expected only "
+                f"session {gw['session_id']!r}",
+            )
+            return
+    mine = scan.mine
+    transcript = audit.session_transcript_hash(gw["session_id"], mine.entry_hashes)
     report.add(
         "audit.transcript",
         transcript == gw["transcript"].get("hash"),
-        f"{len(mine)} session entries hash to the claimed transcript",
-        failed=f"{len(mine)} session entries hash to {transcript}; the claim states "
-        f"{_short(gw['transcript'].get('hash'))}",
+        f"{len(mine.entry_hashes)} session entries hash to the claimed transcript",
+        failed=f"{len(mine.entry_hashes)} session entries hash to {transcript}; the claim "
+        f"states {_short(gw['transcript'].get('hash'))}",
     )
     report.add(
         "audit.counters",
-        session_summary.counts == gw["call_summary"],
-        f"log counts {session_summary.counts}",
-        failed=f"log counts {session_summary.counts}; the claim states {gw['call_summary']}",
+        mine.counts == gw["call_summary"],
+        f"log counts {mine.counts}",
+        failed=f"log counts {mine.counts}; the claim states {gw['call_summary']}",
     )
