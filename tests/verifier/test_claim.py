@@ -171,3 +171,20 @@ def test_report_data_failure_shows_expected_and_found(evidence_dir: Path) -> Non
     first = next(i for i in range(64) if expected[i] != parsed.body.report_data[i])
     assert detail.endswith(f"first difference at byte {first}")
     assert detail != "hardware report data carries the binding digest"
+
+
+def test_audit_log_as_a_file_is_streamed_with_the_same_verdicts(tmp_path: Path) -> None:
+    claim, log = make_claim()
+    data = canonical_bytes(claim)
+    records = audit.read_log(log)
+    foreign = b"".join(r.line + b"\n" for r in records if r.entry["session"] != "s1")
+    relinked = log.replace(records[1].line, records[1].line.replace(b'"seq":1', b'"seq":1 '))
+    for name, content in (("full", log), ("foreign", foreign), ("broken", relinked)):
+        path = tmp_path / name
+        path.write_bytes(content)
+        from_file = verify_claim(data, ClaimPolicy(allow_software=True, audit_log=path))
+        in_memory = verify_claim(data, ClaimPolicy(allow_software=True, audit_log=content))
+        assert from_file.to_json() == in_memory.to_json()
+        assert from_file.verified == (name == "full"), from_file.render()
+    missing = verify_claim(data, ClaimPolicy(allow_software=True, audit_log=tmp_path / "none"))
+    assert [c.name for c in missing.failures] == ["audit.unreadable"]
