@@ -72,12 +72,12 @@ def _verify_envelope(env: Any, policy: ClaimPolicy, report: Report) -> None:
         return
     trace, gw = env["trace"], env["gateway"]
     report.subject = f"claim {gw.get('session_id', '?')}"
-    report.facts.update(
+    report.facts.update(  # as stated (the checks below judge them)
         session_id=gw.get("session_id"),
         subject=trace.get("subject"),
         iat=trace.get("iat"),
-        bundle_hash=trace.get("policy", {}).get("bundle_hash"),
-        platform=trace.get("runtime", {}).get("platform"),
+        bundle_hash=_member(trace, "policy", "bundle_hash"),
+        platform=_member(trace, "runtime", "platform"),
     )
     if not _check_profile_and_schema(trace, report):
         return
@@ -100,6 +100,13 @@ def _verify_envelope(env: Any, policy: ClaimPolicy, report: Report) -> None:
         _check_audit(trace, gw, policy.audit_log, report)
     else:
         report.skip("audit.log", "no audit log given (--audit)")
+
+
+def _member(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]…``, or None where a step is not an object or lacks the key."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def _check_shape(env: Any, report: Report) -> bool:
@@ -137,7 +144,8 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
         chain.get("tip")
     ):
         return "gateway.audit_chain root/tip must be digests"
-    if not isinstance(chain.get("length"), int) or chain["length"] < 0:
+    length = chain.get("length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         return "gateway.audit_chain.length must be a non-negative integer"
     summary = gw["call_summary"]
     if set(summary) != set(audit.SUMMARY_KEYS) or not all(
@@ -146,6 +154,10 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
         return f"gateway.call_summary must hold exactly the counters {list(audit.SUMMARY_KEYS)}"
     if not isinstance(gw["attestation"].get("type"), str):
         return "gateway.attestation.type must be a string"
+    if not isinstance(gw["attestation"].get("binding"), dict):
+        return "gateway.attestation.binding must be an object"
+    if not is_digest(gw["catalog"].get("hash")):
+        return "gateway.catalog.hash must be a sha256:<hex> digest"
     return None
 
 
@@ -242,7 +254,7 @@ def _check_bundle(bundle_hash: str, policy: ClaimPolicy, report: Report) -> None
 def _check_nonce(
     trace: dict[str, Any], gw: dict[str, Any], policy: ClaimPolicy, report: Report
 ) -> bytes:
-    binding = gw["attestation"].get("binding") or {}
+    binding = gw["attestation"]["binding"]
     nonce = b64url_decode(binding.get("nonce", ""), what="attestation.binding.nonce")
     runtime_nonce = trace["runtime"].get("nonce")
     if runtime_nonce is not None and runtime_nonce != b64url_encode(nonce):
@@ -267,13 +279,13 @@ def _check_nonce(
 def _check_binding(
     trace: dict[str, Any], gw: dict[str, Any], nonce: bytes, report: Report
 ) -> bytes:
-    catalog_hash = gw["catalog"].get("hash", "")
-    if not isinstance(catalog_hash, str):
-        catalog_hash = ""
     expected = binding_digest(
-        jwk_thumbprint(trace["cnf"]["jwk"]), trace["policy"]["bundle_hash"], catalog_hash, nonce
+        jwk_thumbprint(trace["cnf"]["jwk"]),
+        trace["policy"]["bundle_hash"],
+        gw["catalog"]["hash"],
+        nonce,
     )
-    stated = (gw["attestation"].get("binding") or {}).get("digest")
+    stated = gw["attestation"]["binding"].get("digest")
     report.add(
         "attestation.binding",
         isinstance(stated, str) and stated == b64url_encode(expected),
