@@ -30,6 +30,13 @@ class UsageError(Exception):
     """Bad options or unreadable input: exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option errors in the same one-line form as every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        _usage_exit(f"{message} (see {self.prog} --help)")
+
+
 def parse_nonce(text: str) -> bytes:
     """A nonce given as hex, or as base64url with a ``b64:`` prefix."""
     try:
@@ -108,7 +115,7 @@ def _evidence_policy(args: argparse.Namespace, nonce: bytes | None) -> EvidenceP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmcp-verify", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="cmcp-verify", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cmcp-verify {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -195,9 +202,13 @@ def cmd_audit(args: argparse.Namespace) -> Report:
 
 def cmd_bundle(args: argparse.Namespace) -> Report:
     report = Report(subject=f"bundle {args.dir}")
+    if args.expected_hash is not None and not is_digest(args.expected_hash):
+        raise UsageError(f"--expected-hash {args.expected_hash!r} is not sha256:<hex>")
     try:
         files = read_bundle_dir(args.dir)
     except CmcpError as exc:
+        if exc.code == "bundle.not_found":
+            raise UsageError(exc.message) from None
         report.fail(exc.code, exc.message)
         return report
     digest = files.hash
@@ -240,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = COMMANDS[args.command](args)
     except UsageError as exc:
         _usage_exit(str(exc))
+    except Exception as exc:  # fail closed, in one line, never a traceback
+        report = Report(subject=f"cmcp-verify {args.command}")
+        report.fail(
+            "verifier.internal_error",
+            f"{type(exc).__name__}: {str(exc)[:200]} (a verifier bug: please report it)",
+        )
     if args.output == "json":
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:

@@ -133,7 +133,8 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle (trailing NULs ignored), or of concatenated DER.
+    """All certificates (at least one) of a PEM bundle (trailing NULs ignored), or of
+    concatenated DER.
 
     A DER certificate may well end in a zero byte, so NULs are only stripped from PEM.
     """
@@ -150,6 +151,8 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             else:
                 parts = split_concatenated(data, what=what)
                 certs = [x509.load_der_x509_certificate(d) for d in parts]
+            if not certs:
+                raise ValueError("empty")
             return [_fully_parsed(c) for c in certs]
     except _CERT_ERRORS as exc:
         raise InputError(
