@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from .canonical import canonical_bytes, parse_json
 from .digests import ZERO_DIGEST, sha256_digest
-from .errors import InputError, VerificationError
+from .errors import CmcpError, InputError, VerificationError
 
 FORMAT_VERSION = 1
 _PREFIX = b'{"entry":'
@@ -93,7 +93,8 @@ def iter_lines(source: bytes | BinaryIO) -> Iterator[tuple[int, bytes]]:
     without newline is a torn write: :class:`VerificationError` ``audit.torn_tail``."""
     if isinstance(source, bytes):
         if source and not source.endswith(b"\n"):
-            raise _torn_tail(source.rfind(b"\n") + 1)
+            last = source.rfind(b"\n") + 1
+            raise _torn_tail(last, source[last:], source.count(b"\n", 0, last) + 1)
         chunks: Iterable[bytes] = (source,)
     else:
         chunks = iter(lambda: source.read(READ_CHUNK), b"")
@@ -113,10 +114,17 @@ def iter_lines(source: bytes | BinaryIO) -> Iterator[tuple[int, bytes]]:
                 code="audit.line_too_long",
             )
     if rest:
-        raise _torn_tail(offset)
+        raise _torn_tail(offset, rest, number + 1)
 
 
-def _torn_tail(offset: int) -> VerificationError:
+def _torn_tail(offset: int, rest: bytes, number: int) -> CmcpError:
+    """The error for a last line without newline: a torn write if it starts like a record."""
+    if not (rest.startswith(_PREFIX) or _PREFIX.startswith(rest)):
+        return InputError(
+            f"audit line {number} (at byte {offset}) does not have the audit line layout and "
+            "has no final newline: not an audit log?",
+            code="audit.layout",
+        )
     return VerificationError(
         f"audit log ends in a torn (incomplete) record at byte {offset}",
         code="audit.torn_tail",
@@ -231,7 +239,8 @@ def verify_chain(
 
 def verify_log_file(stream: BinaryIO) -> ChainSummary:
     """Verify a whole chain from an open file, streaming: every line re-hashed and decoded,
-    links and sequence numbers from seq 0. Keeps session ids, not per-session hashes."""
+    links and sequence numbers from seq 0 (an empty log is refused). Keeps session ids, not
+    per-session hashes."""
     verifier = ChainVerifier(summarise_sessions=False)
     for record in iter_records(stream):
         if verifier.summary.length == 0 and record.entry["seq"] != 0:
@@ -241,6 +250,8 @@ def verify_log_file(stream: BinaryIO) -> ChainSummary:
                 code="audit.partial",
             )
         verifier.add(record)
+    if verifier.summary.length == 0:
+        raise InputError("audit log is empty: there is no chain to verify", code="audit.empty")
     return verifier.summary
 
 

@@ -118,6 +118,12 @@ def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
     return cert
 
 
+def short_reason(exc: Exception, limit: int = 120) -> str:
+    """A parser's complaint, shortened for a one-line message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
     """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
@@ -128,7 +134,7 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
             return _fully_parsed(x509.load_der_x509_certificate(data))
     except _CERT_ERRORS as exc:
         raise InputError(
-            f"{what} is not an X.509 certificate: {exc}", code="cert.malformed"
+            f"{what} is not an X.509 certificate: {short_reason(exc)}", code="cert.malformed"
         ) from None
 
 
@@ -156,7 +162,7 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             return [_fully_parsed(c) for c in certs]
     except _CERT_ERRORS as exc:
         raise InputError(
-            f"{what} holds no readable certificate: {exc}", code="cert.malformed"
+            f"{what} holds no readable certificate: {short_reason(exc)}", code="cert.malformed"
         ) from None
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport
-from ._common import chain_problems, common_name, issued_by, load_certificates
+from ._common import chain_problems, common_name, issued_by, load_certificates, short_reason
 from .sgx_pck import PckTcb, parse_pck_extensions
 from .tdx_collateral import (
     QeIdentity,
@@ -183,7 +183,9 @@ def _load_crl(data: bytes, what: str) -> tuple[x509.CertificateRevocationList, s
             _ = crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc
             return crl, {entry.serial_number for entry in crl}
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
-        raise InputError(f"{what} is not an X.509 CRL: {exc}", code="tdx.collateral.crl") from None
+        raise InputError(
+            f"{what} is not an X.509 CRL: {short_reason(exc)}", code="tdx.collateral.crl"
+        ) from None
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, signer: x509.Certificate) -> bool:
