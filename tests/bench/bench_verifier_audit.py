@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from cmcp_verifier.digests import ZERO_DIGEST, sha256_digest
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
 from ..verifier.claimfactory import BUNDLE, make_claim
+from .bench_audit import machine
 
 BUDGET_S = 2.0
 SESSIONS = 16
@@ -202,19 +202,6 @@ def bench_claims(directory: Path, log_path: Path, repeat: int) -> list[dict[str,
     return rows
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "load_before": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     out = [
@@ -253,9 +240,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args()
     sizes = [1_000, 10_000, 100_000] + ([1_000_000] if args.million else [])
-    result: dict[str, Any] = {"machine": machine(), "logs": []}
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="cmcp-bench-", dir=args.dir) as tmp:
         directory = Path(tmp)
+        result: dict[str, Any] = {
+            "machine": {**machine(directory), "load_before": load_before},
+            "logs": [],
+        }
         for n in sizes:
             path = directory / f"audit-{n}.log"
             write_log(path, n)
