@@ -214,7 +214,8 @@ def _check_event_log(q: TdQuote, log: bytes, acpi: bytes | None, report: Evidenc
             if table.cc_type != CC_TYPE_TDX or len(log) > table.log_area_length:
                 raise InputError(
                     f"CCEL table (type {table.cc_type}, log area {table.log_area_length} bytes) "
-                    f"does not describe a {len(log)}-byte TDX log"
+                    f"does not describe a {len(log)}-byte TDX log",
+                    code="ccel.table",
                 )
         parsed = parse_event_log(log, what="CCEL event log")
         rtmrs = replay_rtmrs(parsed)
