@@ -48,8 +48,7 @@ def test_roots_directory_replaces_the_bundle_and_is_bounded(tmp_path: Path) -> N
         root_certificates("nvidia-rim-root.pem", tmp_path)
     assert missing.value.code == "roots.missing"
     der = root_certificates("gce-tpm-ek-root-1.cer")[0]
-    (tmp_path / "x.cer").write_bytes(
-        der.public_bytes(Encoding.DER) + b"\0"
-    )  # DER: no NUL stripping
+    # Trailing NULs are stripped from PEM only: a DER file must be exactly the certificate.
+    (tmp_path / "x.cer").write_bytes(der.public_bytes(Encoding.DER) + b"\0")
     with pytest.raises(InputError):
         root_certificates("x.cer", tmp_path)
