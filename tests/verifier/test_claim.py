@@ -188,3 +188,10 @@ def test_audit_log_as_a_file_is_streamed_with_the_same_verdicts(tmp_path: Path) 
         assert from_file.verified == (name == "full"), from_file.render()
     missing = verify_claim(data, ClaimPolicy(allow_software=True, audit_log=tmp_path / "none"))
     assert [c.name for c in missing.failures] == ["audit.unreadable"]
+
+
+def test_an_overlong_bound_nonce_is_rejected_not_raised() -> None:
+    # Found by the structured claim fuzzer: binding_digest refuses nonces over 64 bytes.
+    claim, _ = make_claim(mutate=lambda t, g: g["attestation"]["binding"].update(nonce="A" * 100))
+    report = verify_claim(canonical_bytes(claim), SOFT)
+    assert [c.name for c in report.failures] == ["binding.nonce_too_long"]

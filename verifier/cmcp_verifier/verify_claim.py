@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import audit
-from .binding import binding_digest, report_data
+from .binding import MAX_NONCE_BYTES, binding_digest, report_data
 from .canonical import parse_json
 from .claim import (
     CMCP_VERSION,
@@ -256,6 +256,12 @@ def _check_nonce(
 ) -> bytes:
     binding = gw["attestation"]["binding"]
     nonce = b64url_decode(binding.get("nonce", ""), what="attestation.binding.nonce")
+    if len(nonce) > MAX_NONCE_BYTES:
+        raise InputError(
+            f"attestation.binding.nonce is {len(nonce)} bytes; a nonce has at most "
+            f"{MAX_NONCE_BYTES}",
+            code="binding.nonce_too_long",
+        )
     runtime_nonce = trace["runtime"].get("nonce")
     if runtime_nonce is not None and runtime_nonce != b64url_encode(nonce):
         report.fail(
