@@ -75,9 +75,12 @@ def open_log(path: str) -> BinaryIO:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _readable(path: Path) -> Path:
-    open_log(str(path)).close()
-    return path
+def _readable(path: str) -> Path:
+    """``--audit``'s file, checked to open now (exit 2 if not); streamed by the verifier."""
+    if path == "-":
+        raise UsageError("--audit needs a file (the claim may come from stdin, the log cannot)")
+    open_log(path).close()
+    return Path(path)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -180,7 +183,7 @@ def cmd_claim(args: argparse.Namespace) -> Report:
         max_age_seconds=args.max_age,
         allow_software=args.allow_software,
         evidence=_evidence_policy(args, nonce),
-        audit_log=_readable(Path(args.audit)) if args.audit else None,
+        audit_log=_readable(args.audit) if args.audit else None,
     )
     return verify_claim(data, policy)
 
