@@ -50,3 +50,12 @@ cluster-status:  ## is the cluster-up control plane running?
 e2e:  ## Kubernetes end-to-end tests (local control plane, or KUBECONFIG's cluster)
 	@V=$(VENV); $$V/bin/python -m cmcp_e2e build >/dev/null
 	@V=$(VENV); $$V/bin/python -m pytest -q e2e/tests
+
+# -- gateway (issue 9) ------------------------------------------------------------------------
+.PHONY: demo
+demo:  ## dev-mode gateway in front of a real MCP server: allowed/denied/redacted calls, a verified claim
+	@V=$(VENV); $$V/bin/python -m tests.demo.run_demo
+
+.PHONY: bench
+bench:  ## benchmark reports (tests/bench/*.py; numbers go to docs/benchmarks.md)
+	@V=$(VENV); for b in tests/bench/bench_*.py; do m=$${b%.py}; echo "== $$m"; $$V/bin/python -m $${m//\//.} || exit 1; done

@@ -1,0 +1,698 @@
+"""The enforcement implementation of the seam: policy, catalog guard, audit, claims, attestation.
+
+:class:`Enforcement` implements :class:`~cmcp_sidecar.mcp.intercept.Interceptor` (what the
+proxy asks before anything crosses it) and :class:`~cmcp_sidecar.gateway.Services` (what the
+operational endpoints delegate to). For every operation:
+
+1. **admit** — attestation must allow forwarding (fresh, or stale under ``warn_only``);
+   ``tools/call`` targets must be approved by the catalog guard (unchanged pinned definition);
+   Cedar decides (``PolicyEngine.decide`` with the contract's request: principal, action,
+   resource and its server, arguments, catalog facts, session facts, gateway facts); the mode
+   says what to do with the decision (``apply_mode``). A request that is not forwarded is
+   audited (durably) before the agent gets the JSON-RPC error; redacted arguments replace the
+   forwarded ones.
+2. **complete** — result redaction, then one durable audit entry (digests of arguments and of
+   the result as returned, the decision, the determining policies, the bundle hash) before the
+   reply is written; the session's ``data_classes_seen`` grows by the tool's labels.
+3. **fault** / **rejected** — a durable audit entry with the stable error code.
+
+Lists are filtered per item (catalog for tools, then ``list_*`` decisions). Claims are issued
+by :class:`~cmcp_sidecar.claims.ClaimIssuer` from the audit log; the stateless era's claim
+session ids come from it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cmcp_verifier.bundle import read_bundle_dir
+from cmcp_verifier.canonical import canonical_bytes, parse_json
+from cmcp_verifier.catalog import Catalog, catalog_document, load_catalog
+from cmcp_verifier.cedar_bundle import LoadedBundle, load_bundle
+from cmcp_verifier.digests import sha256_digest
+from cmcp_verifier.errors import CmcpError, InputError
+
+from .attest import AttestationProvider, Attestor, SigningIdentity
+from .attest.selfmeasure import self_measurement
+from .audit import AuditLog
+from .audit.entries import CallEntry, FaultEntry, LifecycleEntry, OperationEntry, json_digest
+from .audit.entries import Decision as Verdict
+from .audit.entries import OperationKind as EntryKind
+from .audit.errors import AuditUnavailable
+from .claims.builder import ClaimSettings, ModelInfo, PolicyStatus, default_subject
+from .claims.issuer import ClaimIssuer
+from .claims.kubernetes import KubernetesConfigMapSink
+from .claims.kubernetes import from_environment as kubernetes_sink
+from .claims.sink import ClaimSink, DirectorySink
+from .config import LoadedConfig
+from .gateway import Gateway
+from .mcp import directory
+from .mcp.intercept import (
+    Admission,
+    CallContext,
+    Fault,
+    Operation,
+    OpKind,
+    Rejection,
+    Reply,
+    SessionEnd,
+)
+from .mcp.jsonrpc import GATEWAY_NOT_READY, POLICY_DENIED, UPSTREAM_INVALID
+from .policy.catalog_guard import CatalogGuard
+from .policy.decision import Decision
+from .policy.engine import PolicyEngine
+from .policy.modes import Enforcement as ModeOutcome
+from .policy.modes import Mode, apply_mode
+from .policy.redact import redact_arguments, redact_result
+from .policy.request import NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
+from .policy.session_facts import SessionFacts
+
+log = logging.getLogger("cmcp.enforce")
+decisions_log = logging.getLogger("cmcp.decision")
+
+# OpKind → (Cedar action, resource type); None: no Cedar action (allowed, audited).
+_ACTIONS: dict[OpKind, tuple[str, str] | None] = {
+    OpKind.CALL_TOOL: ("call_tool", "Tool"),
+    OpKind.READ_RESOURCE: ("read_resource", "Resource"),
+    OpKind.SUBSCRIBE_RESOURCE: ("subscribe_resource", "Resource"),
+    OpKind.UNSUBSCRIBE_RESOURCE: None,  # always allowed: it only stops a flow
+    OpKind.GET_PROMPT: ("get_prompt", "Prompt"),
+}
+_LIST_ACTIONS = {
+    OpKind.LIST_TOOLS: ("list_tools", "Tool"),
+    OpKind.LIST_PROMPTS: ("list_prompts", "Prompt"),
+    OpKind.LIST_RESOURCES: ("list_resources", "Resource"),
+}
+_ENTRY_KINDS: dict[OpKind, EntryKind] = {
+    OpKind.READ_RESOURCE: "resource",
+    OpKind.SUBSCRIBE_RESOURCE: "resource",
+    OpKind.UNSUBSCRIBE_RESOURCE: "resource",
+    OpKind.GET_PROMPT: "prompt",
+    OpKind.LIST_TOOLS: "list",
+    OpKind.LIST_PROMPTS: "list",
+    OpKind.LIST_RESOURCES: "list",
+    OpKind.LIST_RESOURCE_TEMPLATES: "list",
+}
+REVIEW_RETRY_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What admit() decided, carried to complete()/fault() in Admission.state."""
+
+    decision: Decision
+    outcome: ModeOutcome
+    arguments: str | None  # digest of the arguments (or params) as received
+    facts: ToolFacts
+
+
+class _Metrics(Collector):
+    """Audit and claim counters read from the trail's own counters at scrape time."""
+
+    def __init__(self, enforcement: Enforcement) -> None:
+        self._e = enforcement
+
+    def collect(self) -> Any:
+        stats = self._e.issuer.stats
+        issued = CounterMetricFamily(
+            "cmcp_claims_issued", "TRACE claims issued, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.issued.items()):
+            issued.add_metric([reason], count)
+        yield issued
+        failed = CounterMetricFamily(
+            "cmcp_claim_failures", "claims that could not be built or written"
+        )
+        failed.add_metric([], stats.failed + stats.write_failures)
+        yield failed
+        length = GaugeMetricFamily(
+            "cmcp_audit_chain_length", "entries in this gateway's audit chain"
+        )
+        length.add_metric([], self._e.audit.length)
+        yield length
+        fresh = GaugeMetricFamily(
+            "cmcp_attestation_fresh", "1 when the attestation evidence is fresh"
+        )
+        fresh.add_metric([], 1 if self._e.attestor.fresh else 0)
+        yield fresh
+
+
+def _claim_sink(loaded: LoadedConfig) -> ClaimSink:
+    """``claims.sink``: files in ``claims.dir``, or ConfigMaps in the pod's namespace (with
+    ``claims.dir`` as the local durable copy); a missing pod environment refuses to start."""
+    directory = loaded.path(loaded.config.claims.dir)
+    if loaded.config.claims.sink == "kubernetes":
+        return kubernetes_sink(directory, loaded.env)
+    return DirectorySink(directory)
+
+
+class Enforcement:
+    """Policy, catalog, audit, claims and attestation behind the proxy's seam."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        bundle: LoadedBundle,
+        catalog: Catalog,
+        audit: AuditLog,
+        attestor: Attestor,
+        issuer: ClaimIssuer,
+    ) -> None:
+        config = loaded.config
+        self.loaded = loaded
+        self.bundle = bundle
+        self.engine = PolicyEngine(bundle)
+        self.catalog = catalog
+        self.guard = CatalogGuard(catalog)
+        self.mode = Mode(config.attestation.enforcement_mode)
+        self.audit = audit
+        self.attestor = attestor
+        self.issuer = issuer
+        self.gateway_facts = GatewayFacts(self.mode.value, attestor.current.platform)
+        self._sessions: dict[str, SessionFacts] = {}
+        self._gateway: Gateway | None = None
+        self._reviewed: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.issuer.policy_status = PolicyStatus(enforcement_mode=self.mode.value)
+
+    # -- assembly ------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, loaded: LoadedConfig, provider: AttestationProvider
+    ) -> AsyncIterator[Enforcement]:
+        """Load the bundle and catalog, open the audit log, attest, start claims (in order);
+        close everything in reverse. Any failure means the gateway does not start."""
+        config = loaded.config
+        sink = _claim_sink(loaded)
+        bundle = load_bundle(loaded.path(config.policy_bundle_path))
+        catalog = (
+            load_catalog(loaded.path(config.catalog_path))
+            if config.catalog_path
+            else empty_catalog()
+        )
+        audit = await AuditLog.open(
+            loaded.path(config.audit.path),
+            instance_id=loaded.instance_id,
+            fsync=config.audit.fsync,
+            batch_max_delay_ms=config.audit.batch_max_delay_ms,
+            batch_max_entries=config.audit.batch_max_entries,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(audit.close)
+            if isinstance(sink, KubernetesConfigMapSink):
+                await sink.start()  # publishes claims a previous run stored but did not publish
+                stack.push_async_callback(sink.aclose)  # after the issuer's final claims
+            attestor = Attestor(
+                provider,
+                SigningIdentity.generate(),
+                bundle_hash=bundle.hash,
+                catalog_hash=catalog.hash,
+                validity_seconds=config.attestation.validity_seconds,
+                staleness_policy=config.attestation.staleness_policy,
+                expected_measurement=config.attestation.expected_measurement,
+            )
+            stack.push_async_callback(attestor.close)
+            await attestor.start()
+            measurement = await asyncio.to_thread(self_measurement)
+            claims = config.claims
+            settings = ClaimSettings(
+                instance_id=loaded.instance_id,
+                subject=claims.subject
+                or default_subject(
+                    claims.trust_domain,
+                    instance_id=loaded.instance_id,
+                    namespace=loaded.namespace,
+                    service_account=loaded.service_account,
+                ),
+                build_digest=measurement.digest,
+                model=ModelInfo(claims.model.provider, claims.model.model_id, claims.model.version),
+            )
+            issuer = ClaimIssuer(
+                audit=audit,
+                attestor=attestor,
+                settings=settings,
+                sink=sink,
+                mode=claims.mode,
+                interval_seconds=claims.interval_seconds,
+                idle_timeout_seconds=claims.idle_timeout_seconds,
+                data_class_order=tuple(claims.data_classes),
+            )
+            await issuer.start()
+            stack.push_async_callback(issuer.close)
+            await audit.append(
+                LifecycleEntry(
+                    event="start",
+                    details={
+                        "bundle": bundle.hash,
+                        "catalog": catalog.hash,
+                        "mode": config.attestation.enforcement_mode,
+                        "platform": attestor.current.platform,
+                    },
+                )
+            )
+            enforcement = cls(
+                loaded,
+                bundle=bundle,
+                catalog=catalog,
+                audit=audit,
+                attestor=attestor,
+                issuer=issuer,
+            )
+            try:
+                yield enforcement
+            finally:
+                await enforcement.shutdown()
+
+    def gateway(self) -> Gateway:
+        """The gateway this enforcement guards (built once)."""
+        if self._gateway is None:
+            gw = Gateway(self.loaded, interceptor=self, services=self)
+            gw.windows.id_source = lambda principal: (
+                self.issuer.claim_session_id(mcp_session_id=None, principal=principal) or ""
+            )
+            gw.on_started.append(self._review_all)
+            gw.on_started.append(self._start_reloading)
+            gw.metrics.registry.register(_Metrics(self))
+            self._gateway = gw
+        return self._gateway
+
+    async def shutdown(self) -> None:
+        """Stop background work and record the stop (the trail closes after this)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(CmcpError):
+            await self.audit.append(
+                LifecycleEntry(event="stop", details={"chain_length": self.audit.length})
+            )
+
+    # -- policy reload ------------------------------------------------------------------------
+
+    async def _start_reloading(self) -> None:
+        interval = self.loaded.config.policy_reload_interval_seconds
+        if interval > 0:
+            self._spawn(self._reload_loop(interval))
+
+    async def _reload_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the bundle; a changed, valid one replaces the running one (re-attested).
+
+        An invalid bundle keeps the previous one, says why (log, audit, metrics) and returns
+        False; an unchanged one returns False without doing anything.
+        """
+        path = self.loaded.path(self.loaded.config.policy_bundle_path)
+        metrics = self._gateway.metrics if self._gateway is not None else None
+        try:
+            if read_bundle_dir(path).hash == self.bundle.hash:
+                return False
+            bundle = load_bundle(path)
+            engine = PolicyEngine(bundle)
+        except CmcpError as exc:
+            log.error(
+                "policy reload rejected; keeping bundle %s: %s", self.bundle.hash, exc.message
+            )
+            await self._append(
+                LifecycleEntry(
+                    event="bundle_rejected", details={"code": exc.code, "kept": self.bundle.hash}
+                )
+            )
+            if metrics is not None:
+                metrics.policy_reloads.labels("rejected").inc()
+            return False
+        await self.attestor.update(bundle_hash=bundle.hash)  # evidence now binds the new bundle
+        self.bundle, self.engine = bundle, engine
+        await self._append(LifecycleEntry(event="bundle_loaded", details={"bundle": bundle.hash}))
+        if metrics is not None:
+            metrics.policy_reloads.labels("loaded").inc()
+        log.info("policy bundle reloaded: %s", bundle.hash)
+        return True
+
+    # -- the catalog ---------------------------------------------------------------------------
+
+    async def _review_all(self) -> None:
+        gw = self.gateway()
+        await asyncio.gather(*(self._review(up.name) for up in gw.upstreams))
+        missing = [up.name for up in gw.upstreams if up.name not in self._reviewed]
+        if missing:
+            self._spawn(self._retry_reviews())
+
+    async def _retry_reviews(self) -> None:
+        gw = self.gateway()
+        while any(up.name not in self._reviewed for up in gw.upstreams):
+            await asyncio.sleep(REVIEW_RETRY_SECONDS)
+            await asyncio.gather(
+                *(self._review(up.name) for up in gw.upstreams if up.name not in self._reviewed)
+            )
+
+    async def _review(self, upstream: str) -> None:
+        """List an upstream's tools (the gateway's own listing) and review them."""
+        gw = self.gateway()
+        up = gw.router.by_name[upstream]
+        tools = await directory.refresh_tools(gw.hub, up)
+        if not tools and up.name not in self._reviewed:
+            return  # unreachable (or it offers nothing): nothing of it is callable yet
+        review = self.guard.review(upstream, tools, complete=True)
+        self._reviewed.add(upstream)
+        for drift in review.drift:
+            log.warning("catalog drift: %s/%s %s", drift.upstream, drift.name, drift.reason)
+        self._update_policy_status()
+
+    def _update_policy_status(self) -> None:
+        drift = tuple(sorted(f"{d.upstream}/{d.name}" for d in self.guard.drift()))
+        self.issuer.policy_status = PolicyStatus(
+            enforcement_mode=self.mode.value, catalog_drift=drift
+        )
+
+    # -- the seam ---------------------------------------------------------------------------
+
+    async def admit(self, op: Operation) -> Admission:
+        if not self.attestor.may_forward():
+            await self._append(
+                FaultEntry(
+                    session=op.ctx.claim_session,
+                    error="attestation.stale",
+                    forwarded=False,
+                    principal=op.ctx.principal,
+                    method=op.method,
+                    tool=op.name,
+                    upstream=op.upstream,
+                    bundle=self.bundle.hash,
+                )
+            )
+            error = _error(
+                GATEWAY_NOT_READY,
+                "attestation is not fresh; nothing is forwarded",
+                "attestation.stale",
+            )
+            return Admission(op=op, params=None, error=error, decision="error")
+        facts: ToolFacts | None = NO_TOOL_FACTS
+        if op.kind is OpKind.CALL_TOOL:
+            assert op.upstream_name is not None
+            facts = self.guard.facts(op.upstream, op.upstream_name)  # None: unapproved or changed
+        arguments = (
+            op.params.get("arguments") if op.kind in (OpKind.CALL_TOOL, OpKind.GET_PROMPT) else None
+        )
+        try:
+            digest = json_digest(arguments if arguments is not None else op.params)
+        except InputError:  # what cannot be audited is never forwarded, whatever the mode
+            decision = Decision.gateway_deny("uncanonical_arguments")
+            return await self._refuse(
+                op, _Ticket(decision, apply_mode(decision, Mode.ENFORCING), None, NO_TOOL_FACTS)
+            )
+        if facts is None:  # not in the catalog, or its definition changed since pinning
+            ticket = self._ticket(Decision.gateway_deny("catalog"), digest)
+        else:
+            ticket = self._ticket(self._decide(op, facts), digest, facts)
+        if ticket.outcome.log:
+            self._log_decision(op, ticket)
+        if not ticket.outcome.forward:
+            return await self._refuse(op, ticket)
+        params = op.params
+        plan = ticket.decision.obligations
+        if ticket.outcome.redact and plan.arguments and isinstance(arguments, dict):
+            params = {**op.params, "arguments": redact_arguments(arguments, plan).value}
+        label = "would_block" if ticket.outcome.would_block else ticket.decision.outcome
+        return Admission(op=op, params=params, decision=label, state=ticket)
+
+    def _ticket(
+        self, decision: Decision, digest: str | None, facts: ToolFacts = NO_TOOL_FACTS
+    ) -> _Ticket:
+        return _Ticket(decision, apply_mode(decision, self.mode), digest, facts)
+
+    def _decide(self, op: Operation, facts: ToolFacts) -> Decision:
+        action = _ACTIONS.get(op.kind)
+        arguments = op.params.get("arguments")
+        if op.kind is OpKind.COMPLETE:
+            ref = op.params.get("ref") or {}
+            action = ("complete", "Prompt" if ref.get("type") == "ref/prompt" else "Resource")
+            arguments = op.params.get("argument")
+        if action is None:
+            if op.kind is OpKind.OTHER:  # a method the contract does not know: fail closed
+                return Decision.gateway_deny("unknown_method", self.bundle.hash)
+            return Decision("allow", "not_evaluated", bundle_hash=self.bundle.hash)
+        return self.engine.decide(
+            PolicyRequest(
+                principal=op.ctx.principal,
+                action=action[0],
+                resource_type=action[1],
+                resource_id=op.name or "",
+                server=op.upstream,
+                arguments=arguments if isinstance(arguments, dict) else {},
+                tool=facts,
+                session=self._sessions.get(op.ctx.claim_session, SessionFacts()),
+                gateway=self.gateway_facts,
+            )
+        )
+
+    async def _refuse(self, op: Operation, ticket: _Ticket) -> Admission:
+        """Audit a request that is not forwarded, then answer it with a policy error."""
+        await self._audit(op, ticket, forwarded=False, error="policy.denied")
+        decision = ticket.decision
+        error = _error(
+            POLICY_DENIED,
+            f"denied by policy ({decision.reason})",
+            "policy.denied",
+            reason=decision.reason,
+        )
+        if decision.policy_ids:
+            error["data"]["policies"] = list(decision.policy_ids)
+        return Admission(op=op, params=None, error=error, decision="deny")
+
+    async def complete(self, admission: Admission, reply: Reply) -> Reply:
+        ticket: _Ticket = admission.state
+        plan = ticket.decision.obligations
+        if reply.result is not None and ticket.outcome.redact and plan.result:
+            reply = Reply(result=dict(redact_result(reply.result, plan).value))
+        try:
+            result = json_digest(reply.result if reply.error is None else {"error": reply.error})
+        except InputError:  # what cannot be audited does not reach the agent
+            await self._audit(admission.op, ticket, forwarded=True, error="upstream.uncanonical")
+            return Reply(
+                error=_error(
+                    UPSTREAM_INVALID,
+                    "the upstream's reply has no canonical form",
+                    "upstream.uncanonical",
+                )
+            )
+        try:
+            await self._audit(
+                admission.op,
+                ticket,
+                forwarded=True,
+                result=result,
+                error="upstream.error" if reply.error is not None else None,
+            )
+        except AuditUnavailable:  # not durable: the agent must not see the reply
+            return Reply(
+                error=_error(GATEWAY_NOT_READY, "the audit log is unavailable", "audit.unavailable")
+            )
+        if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
+            sid = admission.op.ctx.claim_session
+            self._sessions[sid] = self._sessions.get(sid, SessionFacts()).after_result(
+                ticket.facts.labels
+            )
+        return reply
+
+    async def fault(self, admission: Admission, fault: Fault) -> None:
+        with contextlib.suppress(AuditUnavailable):
+            await self._audit(admission.op, admission.state, forwarded=True, error=fault.code)
+
+    async def rejected(self, rejection: Rejection) -> None:
+        with contextlib.suppress(AuditUnavailable):
+            await self._append(
+                FaultEntry(
+                    session=rejection.claim_session,
+                    error=rejection.code,
+                    forwarded=False,
+                    principal=rejection.principal,
+                    method=rejection.method,
+                    tool=rejection.name,
+                    upstream=rejection.upstream,
+                    bundle=self.bundle.hash,
+                )
+            )
+
+    async def review_list(
+        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        kept = items
+        if kind is OpKind.LIST_TOOLS:
+            review = self.guard.review(upstream, items, complete=False)
+            self._reviewed.add(upstream)
+            if review.drift:
+                self._update_policy_status()
+            approved = {t.get("name") for t in review.approved}
+            kept = [t for t in items if t.get("name") in approved]
+            if len(kept) < len(items) and self.mode is not Mode.ENFORCING:
+                kept = items  # advisory/silent change nothing the agent sees
+        action = _LIST_ACTIONS.get(kind)
+        if action is None:
+            return items if len(kept) == len(items) else kept
+        visible = self.gateway().router.visible
+        up = self.gateway().router.by_name[upstream]
+        out = []
+        for item in kept:
+            key = "uri" if kind is OpKind.LIST_RESOURCES else "name"
+            name = item.get(key)
+            if not isinstance(name, str):
+                continue
+            facts = NO_TOOL_FACTS
+            if kind is OpKind.LIST_TOOLS:
+                facts = self.guard.facts(upstream, name) or NO_TOOL_FACTS
+            resource_id = name if kind is OpKind.LIST_RESOURCES else visible(up, name)
+            decision = self.engine.decide(
+                PolicyRequest(
+                    principal=ctx.principal,
+                    action=action[0],
+                    resource_type=action[1],
+                    resource_id=resource_id,
+                    server=upstream,
+                    tool=facts,
+                    session=self._sessions.get(ctx.claim_session, SessionFacts()),
+                    gateway=self.gateway_facts,
+                )
+            )
+            if apply_mode(decision, self.mode).forward:
+                out.append(item)
+        return items if len(out) == len(items) else out
+
+    async def upstream_changed(self, upstream: str, method: str) -> None:
+        if method == "notifications/tools/list_changed":
+            self._spawn(self._review(upstream))
+
+    async def session_ended(self, end: SessionEnd) -> None:
+        self._sessions.pop(end.ctx.claim_session, None)
+        reason = {"delete": "close", "closed": "close"}.get(end.reason, end.reason)
+        await self.issuer.close_session(end.ctx.claim_session, reason)
+
+    # -- services (operational endpoints) ----------------------------------------------------
+
+    def readiness(self) -> dict[str, str]:
+        status = self.attestor.status()
+        checks = {
+            "bundle": "ok",
+            "attestation": "ok" if self.attestor.may_forward() else f"not fresh ({status.state})",
+            "audit": "ok" if self.audit.healthy else "unavailable",
+        }
+        if self._gateway is not None:
+            missing = [up.name for up in self._gateway.upstreams if up.name not in self._reviewed]
+            checks["catalog"] = "ok" if not missing else f"not yet reviewed: {', '.join(missing)}"
+        return checks
+
+    async def attestation(self, nonce: bytes) -> dict[str, Any]:
+        bound = await self.attestor.evidence_for_nonce(nonce)
+        return bound.to_json(stale=not self.attestor.fresh)
+
+    async def claim(self, claim_session: str) -> dict[str, Any] | None:
+        data = await self.issuer.latest(claim_session)
+        if data is None and claim_session in self.issuer.open_sessions():
+            data = await self.issuer.claim_now(claim_session)
+        return parse_json(data, allow_floats=False) if data is not None else None
+
+    async def close(self, claim_session: str) -> dict[str, Any] | None:
+        data = await self.issuer.close_session(claim_session, "close")
+        return parse_json(data, allow_floats=False) if data is not None else None
+
+    async def audit_export(self, claim_session: str | None) -> bytes:
+        return b"".join([line async for line in self.audit.export(claim_session)])
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _audit(
+        self,
+        op: Operation,
+        ticket: _Ticket,
+        *,
+        forwarded: bool,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One entry for one operation: a CallEntry for tools/call, an OperationEntry otherwise."""
+        decision = ticket.decision
+        verdict: Verdict = "error" if decision.reason == "error" else decision.outcome
+        common: dict[str, Any] = {
+            "session": op.ctx.claim_session,
+            "principal": op.ctx.principal,
+            "decision": verdict,
+            "mode": self.mode.value,
+            "forwarded": forwarded,
+            "bundle": self.bundle.hash,
+            "policies": decision.policy_ids,
+            "result": result,
+            "error": error,
+            "labels": tuple(sorted(ticket.facts.labels)),
+        }
+        entry: CallEntry | OperationEntry
+        if op.kind is OpKind.CALL_TOOL:
+            entry = CallEntry(
+                tool=op.name or "", upstream=op.upstream, arguments=ticket.arguments, **common
+            )
+        else:
+            entry = OperationEntry(
+                kind=_ENTRY_KINDS.get(op.kind, "operation"),
+                method=op.method,
+                target=op.name,
+                upstream=op.upstream,
+                params=ticket.arguments,
+                **common,
+            )
+        await self._append(entry)
+
+    async def _append(self, entry: Any) -> None:
+        await self.audit.append(entry)
+        if self._gateway is not None:
+            self._gateway.metrics.audit_entries.inc()
+
+    def _log_decision(self, op: Operation, ticket: _Ticket) -> None:
+        decision = ticket.decision
+        decisions_log.info(
+            "%s %s %s",
+            decision.outcome,
+            op.method,
+            op.name or "",
+            extra={
+                "decision": decision.outcome,
+                "reason": decision.reason,
+                "tool": op.name,
+                "upstream": op.upstream,
+                "principal": op.ctx.principal,
+                "session": op.ctx.claim_session,
+                "policies": ",".join(decision.policy_ids),
+                "mode": self.mode.value,
+                "would_block": ticket.outcome.would_block,
+            },
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, Any]:
+    """A JSON-RPC error object of the gateway's, with its stable code in ``data``."""
+    return {"code": code, "message": message, "data": {"cmcp_code": cmcp_code, **data}}
+
+
+def empty_catalog() -> Catalog:
+    """The catalog of a gateway configured without one: nothing is approved."""
+    document = catalog_document([])
+    return Catalog(entries={}, hash=sha256_digest(canonical_bytes(document)))
+
+
+__all__ = ["Enforcement", "empty_catalog"]

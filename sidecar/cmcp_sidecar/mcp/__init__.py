@@ -1,0 +1,1 @@
+"""MCP Streamable HTTP proxying: parsing, sessions, routing, upstreams and the seam."""

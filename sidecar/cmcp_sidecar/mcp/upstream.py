@@ -1,0 +1,307 @@
+"""One upstream MCP server: its HTTP client, credentials, era and response reading.
+
+Each upstream gets one :class:`aiohttp.ClientSession` for the gateway's lifetime (a pooled,
+keep-alive connector: no per-request session or TLS handshake). Timeouts are a connect
+timeout plus an idle-read timeout, never a total: a stream may legitimately run for hours.
+Credentials come from ``headers_from_file``, are read at start and on reload, are added to
+every upstream request and are never logged or sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+from ..config import UpstreamConfig
+from .jsonrpc import Message, ProtocolError, dumps, parse_message
+from .sse import SSEError, SSEEvent, SSEParser
+
+log = logging.getLogger(__name__)
+
+JSON: Final = "application/json"
+SSE: Final = "text/event-stream"
+ACCEPT_BOTH: Final = f"{JSON}, {SSE}"
+MODERN_VERSIONS: Final = ("2026-07-28",)
+HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_HANDSHAKE: Final = HANDSHAKE_VERSIONS[-1]
+# Every client capability that can unlock conditional tools or server→client requests.
+FULL_CLIENT_CAPABILITIES: Final[Mapping[str, Any]] = {
+    "roots": {"listChanged": True},
+    "sampling": {"context": {}, "tools": {}},
+    "elicitation": {"form": {}, "url": {}},
+    "tasks": {
+        "list": {},
+        "cancel": {},
+        "requests": {"sampling": {"createMessage": {}}, "elicitation": {"create": {}}},
+    },
+}
+GATEWAY_INFO: Final = {"name": "cmcp-gateway", "version": "0.1.0"}
+
+
+class UpstreamFault(Exception):
+    """The upstream could not be reached or answered something that is not MCP."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def media_type(resp: aiohttp.ClientResponse) -> str:
+    return resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+@dataclass
+class EraInfo:
+    """What an upstream speaks: its modern versions (empty: none) and legacy handshake."""
+
+    modern: tuple[str, ...]
+    discover: dict[str, Any] | None = None
+
+
+class Upstream:
+    """An upstream server and the gateway's connection pool to it."""
+
+    def __init__(
+        self,
+        index: int,
+        config: UpstreamConfig,
+        credentials: Mapping[str, str],
+        *,
+        max_response_bytes: int,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.name = config.name
+        self.url = config.url
+        self.prefix = config.prefix
+        self.max_response_bytes = max_response_bytes
+        self._credentials = dict(credentials)
+        self._ca_file = ca_file
+        self._client_cert = client_cert
+        self._session: aiohttp.ClientSession | None = None
+        self._era: EraInfo | None = None
+        self._era_lock = asyncio.Lock()
+        t = config.timeouts
+        self.request_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=t.connect_seconds,
+            sock_connect=t.connect_seconds,
+            sock_read=t.read_idle_seconds,
+        )
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=t.connect_seconds,
+            sock_connect=t.connect_seconds,
+            sock_read=t.stream_idle_seconds,
+        )
+
+    async def start(self) -> None:
+        ssl_ctx: ssl.SSLContext | bool = True
+        if self._ca_file or self._client_cert:
+            ssl_ctx = ssl.create_default_context(cafile=self._ca_file)
+            if self._client_cert:
+                ssl_ctx.load_cert_chain(*self._client_cert)
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections, ssl=ssl_ctx, keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.request_timeout,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def set_credentials(self, credentials: Mapping[str, str]) -> None:
+        """Replace the credential headers (reload); in-flight requests keep the old ones."""
+        self._credentials = dict(credentials)
+
+    def request(
+        self,
+        method: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        stream: bool = False,
+    ) -> Any:
+        """An aiohttp request context manager; raises :class:`UpstreamFault` on entry errors."""
+        if self._session is None:
+            raise UpstreamFault("upstream.closed", f"upstream {self.name} is not started")
+        return _FaultMapping(
+            self.name,
+            self._session.request(
+                method,
+                self.url,
+                data=body,
+                headers={**self._credentials, **headers},
+                timeout=self.stream_timeout if stream else self.request_timeout,
+                allow_redirects=False,
+            ),
+        )
+
+    # -- era ---------------------------------------------------------------------------
+
+    @property
+    def era(self) -> EraInfo | None:
+        return self._era
+
+    async def probe(self) -> EraInfo:
+        """Learn (once) whether the upstream speaks the stateless revision."""
+        if self._era is not None:
+            return self._era
+        async with self._era_lock:
+            if self._era is None:
+                self._era = await self._discover()
+        return self._era
+
+    async def _discover(self) -> EraInfo:
+        version = MODERN_VERSIONS[-1]
+        message = {
+            "jsonrpc": "2.0",
+            "id": "cmcp-probe",
+            "method": "server/discover",
+            "params": {"_meta": modern_meta(version)},
+        }
+        headers = {
+            "Content-Type": JSON,
+            "Accept": ACCEPT_BOTH,
+            "MCP-Protocol-Version": version,
+            "Mcp-Method": "server/discover",
+        }
+        async with self.request("POST", headers=headers, body=dumps(message)) as resp:
+            reply = None
+            if resp.status == 200 or media_type(resp) == JSON:
+                try:
+                    reply = await first_response(resp, "cmcp-probe", self.max_response_bytes)
+                except (UpstreamFault, ProtocolError):
+                    reply = None
+        result = reply.raw.get("result") if reply is not None else None
+        if isinstance(result, dict):
+            supported = result.get("supportedVersions")
+            if isinstance(supported, list):
+                modern = tuple(v for v in MODERN_VERSIONS if v in supported)
+                if modern:
+                    return EraInfo(modern=modern, discover=result)
+        log.info("upstream %s speaks the session-based revisions only", self.name)
+        return EraInfo(modern=())
+
+
+class _FaultMapping:
+    """Wraps an aiohttp request context manager, turning transport errors into faults."""
+
+    def __init__(self, name: str, cm: Any) -> None:
+        self._name = name
+        self._cm = cm
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            resp: aiohttp.ClientResponse = await self._cm.__aenter__()
+            return resp
+        except TimeoutError:
+            raise UpstreamFault(
+                "upstream.timeout", f"upstream {self._name} did not answer in time"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamFault(
+                "upstream.unreachable",
+                f"upstream {self._name} is unreachable: {type(exc).__name__}",
+            ) from None
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return bool(await self._cm.__aexit__(*exc))
+
+
+def modern_meta(version: str, capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The per-request ``_meta`` envelope the gateway sends as a client itself."""
+    return {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": dict(
+            FULL_CLIENT_CAPABILITIES if capabilities is None else capabilities
+        ),
+        "io.modelcontextprotocol/clientInfo": GATEWAY_INFO,
+    }
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamFault(
+                    "upstream.too_large", f"upstream response exceeds {limit} bytes"
+                )
+            chunks.append(chunk)
+    except aiohttp.ClientError as exc:
+        raise UpstreamFault(
+            "upstream.reset", f"upstream broke off its response: {type(exc).__name__}"
+        ) from None
+    except TimeoutError:
+        raise UpstreamFault("upstream.timeout", "upstream stopped sending") from None
+    return b"".join(chunks)
+
+
+async def sse_events(resp: aiohttp.ClientResponse, max_event_bytes: int) -> AsyncIterator[SSEEvent]:
+    """SSE events as they arrive (each one the moment its blank line is read)."""
+    parser = SSEParser(max_event_bytes=max_event_bytes)
+    try:
+        async for chunk in resp.content.iter_any():
+            for event in parser.feed(chunk):
+                yield event
+    except SSEError as exc:
+        raise UpstreamFault("upstream.too_large", f"upstream SSE stream: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamFault(
+            "upstream.reset", f"upstream stream broke: {type(exc).__name__}"
+        ) from None
+    except TimeoutError:
+        raise UpstreamFault("upstream.timeout", "upstream stream went idle too long") from None
+
+
+def parse_upstream(data: bytes, limit: int) -> Message:
+    """Parse an upstream message strictly; a malformed one is an upstream fault."""
+    try:
+        return parse_message(data, max_bytes=limit)
+    except ProtocolError as exc:
+        raise UpstreamFault(
+            "upstream.invalid", f"upstream sent an invalid message: {exc.message}"
+        ) from None
+
+
+async def first_response(resp: aiohttp.ClientResponse, request_id: Any, limit: int) -> Message:
+    """The JSON-RPC response to ``request_id`` from a JSON or SSE reply (others skipped)."""
+    kind = media_type(resp)
+    if kind == JSON:
+        return parse_upstream(await read_body(resp, limit), limit)
+    if kind == SSE:
+        async for event in sse_events(resp, limit):
+            if not event.data:
+                continue
+            msg = parse_upstream(event.data, limit)
+            if msg.is_response and msg.id == request_id:
+                return msg
+        raise UpstreamFault("upstream.reset", "upstream stream ended without a response")
+    raise UpstreamFault(
+        "upstream.invalid",
+        f"upstream answered with content type {kind or 'none'!r}",
+        status=resp.status,
+    )

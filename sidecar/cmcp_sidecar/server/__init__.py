@@ -1,0 +1,1 @@
+"""The gateway's HTTP server: /mcp, probes, metrics and the claim/audit endpoints."""
