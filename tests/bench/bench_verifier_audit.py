@@ -1,6 +1,7 @@
 """Benchmark: the verifier on audit logs of 10^3 … 10^6 entries, and claims checked against them.
 
-Run from the repository root:  python -m tests.bench.bench_verifier_audit [--million] [--json]
+Run from the repository root:  python tests/bench/bench_verifier_audit.py [--million] [--json]
+(or ``python -m tests.bench.bench_verifier_audit``).
 
 Logs are hash chains of entries shaped exactly as the gateway writes them (the sidecar's
 ``CallEntry``/``OperationEntry``/``FaultEntry``/``LifecycleEntry`` members plus the chain
@@ -41,8 +42,12 @@ from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import ZERO_DIGEST, sha256_digest
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
-from ..verifier.claimfactory import BUNDLE, make_claim
-from .bench_audit import machine
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository's tests package
+    sys.path.insert(0, str(REPO))
+
+from tests.bench.bench_audit import machine  # noqa: E402
+from tests.verifier.claimfactory import BUNDLE, make_claim  # noqa: E402
 
 BUDGET_S = 2.0
 SESSIONS = 16

@@ -324,7 +324,10 @@ def _check_evidence(
         return
     kinds = evidence_types()
     if kind not in kinds:
-        report.fail("attestation.evidence", f"unknown evidence type {kind!r}")
+        report.fail(
+            "attestation.evidence",
+            f"unknown evidence type {_short(kind)}; expected one of {', '.join(sorted(kinds))}",
+        )
         return
     if not isinstance(att.get("evidence"), dict):
         report.fail("attestation.evidence", "attestation.evidence must be an object")
@@ -353,9 +356,12 @@ def _check_platform(kind: str, trace: dict[str, Any], sub: EvidenceReport, repor
     if PLATFORM_BY_EVIDENCE.get(kind) is not None or sub.platform is None:
         return
     stated = trace["runtime"]["platform"]
-    ok = stated == sub.platform
     report.add(
-        "runtime.platform", ok, f"{stated!r} {'is' if ok else 'is not'} the evidence's platform"
+        "runtime.platform",
+        stated == sub.platform,
+        f"{stated!r} is the evidence's platform",
+        failed=f"runtime.platform is {_short(stated)}, expected the evidence's platform "
+        f"{sub.platform!r}",
     )
 
 
@@ -368,15 +374,18 @@ def _check_bundle_measurement(trace: dict[str, Any], sub: EvidenceReport, report
     try:
         expected = bundle_measurement(trace["policy"]["bundle_hash"])
     except ValueError:
-        report.fail("attestation.bundle_measurement", "policy.bundle_hash is not a sha256 digest")
+        report.fail(
+            "attestation.bundle_measurement",
+            f"policy.bundle_hash is {_short(trace['policy']['bundle_hash'])}, expected a sha256 "
+            "digest",
+        )
         return
-    ok = hmac.compare_digest(recorded, expected)
     report.add(
         "attestation.bundle_measurement",
-        ok,
-        "the TEE recorded the claim's policy bundle"
-        if ok
-        else "the bundle the TEE recorded is not the claim's policy.bundle_hash",
+        hmac.compare_digest(recorded, expected),
+        "the TEE recorded the claim's policy bundle",
+        failed="the bundle the TEE recorded is not the claim's policy.bundle_hash: "
+        + bytes_mismatch(expected, recorded),
     )
 
 

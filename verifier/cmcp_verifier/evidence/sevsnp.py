@@ -520,7 +520,9 @@ class _Verification:
         self.out.add(
             "cert.chip_id",
             ok,
-            f"hwID {'matches' if ok else 'differs from'} CHIP_ID {chip[:8].hex()}…",
+            f"hwID matches CHIP_ID {chip[:8].hex()}…",
+            failed="the VCEK's hwID is not the report's CHIP_ID: "
+            + bytes_mismatch(chip, hwid, limit=16),
         )
 
     def check_guest_policy(self) -> None:
