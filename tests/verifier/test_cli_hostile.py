@@ -5,15 +5,17 @@ truncated real samples, JSON with duplicate keys, floats, 2^53+1, NaN, deep nest
 types, non-canonical base64url, unknown versions) goes into each input slot of each
 subcommand, the other slots holding valid samples. Every run must end in exit status 1
 (``rejected: <reason>`` as the last line, or ``-o json`` with verdict "rejected") or 2 (one
-``cmcp-verify: error: …`` line), never a traceback and never the fail-closed internal-error
-report, and each must finish within a few seconds (20 MiB of zeros is refused by the size
-limits, not parsed). The runs call ``main()`` in-process; a few are repeated as real processes.
+``cmcp-verify: error[<code>]: … (hint: …)`` line), never a traceback and never the
+fail-closed internal-error report, and each must finish within a few seconds (20 MiB of
+zeros is refused by the size limits, not parsed). The runs call ``main()`` in-process; a few
+are repeated as real processes.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from cmcp_verifier.evidence.tpm_gotpm import parse_gotpm_attestation
 from .claimfactory import make_claim
 
 SECONDS = 5.0
+USAGE_LINE = re.compile(r"cmcp-verify: error\[[a-z0-9-]+\.[a-z0-9_]+\]: .+ \(hint: .+\)")
 
 
 def _corpus(directory: Path, evidence: Path) -> dict[str, Path]:
@@ -114,6 +117,36 @@ def _slots(evidence: Path, tmp: Path) -> dict[str, list[str]]:
             str(tdx / "go-tdx-guest.tcbinfo-issuer-chain.pem"),
         ],
         "tdx --pck-crl": ["evidence", "--type", "tdx", "--tdx-quote", td_quote, "--pck-crl", "{}"],
+        "tdx --qe-identity": [
+            "evidence",
+            "--type",
+            "tdx",
+            "--tdx-quote",
+            td_quote,
+            "--qe-identity",
+            "{}",
+            "--qe-identity-chain",
+            str(tdx / "go-tdx-guest.qeidentity-issuer-chain.pem"),
+        ],
+        "tdx --tcb-info-chain": [
+            *["evidence", "--type", "tdx", "--tdx-quote", td_quote],
+            *["--tcb-info", str(tdx / "go-tdx-guest-v5.tcbinfo.json"), "--tcb-info-chain", "{}"],
+        ],
+        "tdx --root-crl": [
+            "evidence",
+            "--type",
+            "tdx",
+            "--tdx-quote",
+            td_quote,
+            "--root-crl",
+            "{}",
+        ],
+        "tdx --tdx-acpi-table": [
+            *["evidence", "--type", "tdx", "--tdx-quote", str(tdx / "gcp-cos-ccel.quote.dat")],
+            *["--tdx-event-log", str(tdx / "gcp-cos-ccel.eventlog.bin")],
+            *["--tdx-acpi-table", "{}"],
+        ],
+        "azure-cvm --azure-evidence": ["evidence", "--type", "azure-cvm", "--azure-evidence", "{}"],
         "tdx --tdx-event-log": [
             "evidence",
             "--type",
@@ -155,6 +188,10 @@ def _slots(evidence: Path, tmp: Path) -> dict[str, list[str]]:
             "{}",
         ],
         "tpm --ak-cert": [*tq, "--signature", str(tmp / "q.sig"), "--ak-cert", "{}"],
+        "tpm --ak-chain": [
+            *[*tq, "--signature", str(tmp / "q.sig"), "--ak", str(tmp / "ak.pub")],
+            *["--ak-chain", "{}"],
+        ],
         "tpm --attestation": ["evidence", "--type", "tpm", "--attestation", "{}"],
         "gpu-cc --gpu-report": [
             "evidence",
@@ -204,7 +241,7 @@ def _judge(what: str, code: int, out: str, err: str, elapsed: float) -> None:
     assert "Traceback" not in out + err, f"{what}: {err}"
     assert "verifier.internal_error" not in out, f"{what}: {out}"
     if code == 2:
-        assert not out and err.startswith("cmcp-verify: error: "), f"{what}: {err!r}"
+        assert not out and USAGE_LINE.fullmatch(err.strip()), f"{what}: {err!r}"
         assert len(err.strip().splitlines()) == 1, f"{what}: {err!r}"
         return
     assert code == 1, f"{what}: exit {code}\n{out}"

@@ -450,7 +450,7 @@ def test_usage_errors_exit_2(
         with pytest.raises(SystemExit) as exc:
             main(case)
         assert exc.value.code == 2, case
-        assert "cmcp-verify: error:" in capsys.readouterr().err
+        assert "cmcp-verify: error[" in capsys.readouterr().err
 
 
 def test_embedded_hostile_members_never_raise_unexpectedly(evidence_dir: Path) -> None:

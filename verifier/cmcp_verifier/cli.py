@@ -1,6 +1,7 @@
 """``cmcp-verify``: a thin command-line shell over the verifier library.
 
-Exit status: 0 verified, 1 rejected, 2 usage error (bad options, unreadable files).
+Exit status: 0 verified, 1 rejected, 2 usage error (bad options, unreadable files), printed as
+one line ``cmcp-verify: error[<code>]: <message> (hint: <what to do>)`` on stderr.
 """
 
 from __future__ import annotations
@@ -27,14 +28,25 @@ EVIDENCE_USAGE_CODES = frozenset({"evidence.usage", "evidence.unreadable"})
 
 
 class UsageError(Exception):
-    """Bad options or unreadable input: exit status 2."""
+    """Bad options or unreadable input: exit status 2 (not a :class:`CmcpError`, so that no
+    ``except CmcpError`` turns it into a rejection)."""
+
+    def __init__(
+        self, message: str, *, code: str = "usage.option", hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message, self.code, self.hint = message, code, hint
+
+
+def _unreadable(message: str) -> UsageError:
+    return UsageError(message, code="usage.unreadable")
 
 
 class _Parser(argparse.ArgumentParser):
     """Option errors in the same one-line form as every other usage error."""
 
     def error(self, message: str) -> NoReturn:
-        _usage_exit(f"{message} (see {self.prog} --help)")
+        _usage_exit(UsageError(message, hint=f"see {self.prog} --help"))
 
 
 def parse_nonce(text: str) -> bytes:
@@ -59,10 +71,10 @@ def read_file(path: str, *, limit: int = 64 * 1024 * 1024) -> bytes:
     try:
         p = Path(path)
         if p.stat().st_size > limit:
-            raise UsageError(f"{path}: larger than {limit} bytes")
+            raise UsageError(f"{path}: larger than {limit} bytes", code="usage.unreadable")
         return p.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise _unreadable(f"cannot read {path}: {exc.strerror}") from None
 
 
 def open_log(path: str) -> BinaryIO:
@@ -72,7 +84,7 @@ def open_log(path: str) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise _unreadable(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _readable(path: str) -> Path:
@@ -107,6 +119,12 @@ def _add_evidence_policy(p: argparse.ArgumentParser) -> None:
 
 
 def _evidence_policy(args: argparse.Namespace, nonce: bytes | None) -> EvidencePolicy:
+    if args.roots and not Path(args.roots).is_dir():
+        raise UsageError(
+            f"--roots {args.roots}: not a directory",
+            code="usage.unreadable",
+            hint="give a directory of vendor root certificates; see docs/verifier.md, Pinned roots",
+        )
     return EvidencePolicy(
         roots_dir=Path(args.roots) if args.roots else None,
         allow_debug=args.allow_debug,
@@ -211,7 +229,7 @@ def cmd_bundle(args: argparse.Namespace) -> Report:
         files = read_bundle_dir(args.dir)
     except CmcpError as exc:
         if exc.code == "bundle.not_found":
-            raise UsageError(exc.message) from None
+            raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
         report.fail(exc.code, exc.message)
         return report
     digest = files.hash
@@ -234,7 +252,7 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
         return kind.verify_files(args, _evidence_policy(args, nonce))
     except CmcpError as exc:
         if exc.code in EVIDENCE_USAGE_CODES:
-            raise UsageError(exc.message) from None
+            raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
         report = Report(subject=f"{args.type} evidence")
         report.fail(exc.code, exc.message)
         return report
@@ -243,8 +261,18 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
 COMMANDS = {"claim": cmd_claim, "audit": cmd_audit, "bundle": cmd_bundle, "evidence": cmd_evidence}
 
 
-def _usage_exit(message: str) -> NoReturn:
-    print(f"cmcp-verify: error: {message}", file=sys.stderr)
+USAGE_HINTS = {
+    "usage.unreadable": "check the path and permissions",
+    "evidence.unreadable": "check the path and permissions",
+    "bundle.not_found": "give the bundle directory (*.cedar, schema.cedarschema, manifest.json)",
+}
+
+
+def _usage_exit(exc: UsageError, command: str | None = None) -> NoReturn:
+    default = USAGE_HINTS.get(exc.code, f"see cmcp-verify {command or ''} --help")
+    hint = exc.hint or default.replace("  ", " ")
+    line = f"cmcp-verify: error[{exc.code}]: {exc.message} (hint: {hint})"
+    print(" ".join(line.split()), file=sys.stderr)  # one line, whatever the message holds
     raise SystemExit(EXIT_USAGE)
 
 
@@ -253,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = COMMANDS[args.command](args)
     except UsageError as exc:
-        _usage_exit(str(exc))
+        _usage_exit(exc, args.command)
     except Exception as exc:  # fail closed, in one line, never a traceback
         report = Report(subject=f"cmcp-verify {args.command}")
         report.fail(
