@@ -264,7 +264,7 @@ COMMANDS = {"claim": cmd_claim, "audit": cmd_audit, "bundle": cmd_bundle, "evide
 USAGE_HINTS = {
     "usage.unreadable": "check the path and permissions",
     "evidence.unreadable": "check the path and permissions",
-    "bundle.not_found": "give the bundle directory (*.cedar, schema.cedarschema, manifest.json)",
+    "bundle.not_found": "give the bundle directory: *.cedar, schema.cedarschema, manifest.json",
 }
 
 
