@@ -278,26 +278,26 @@ ROWS: list[tuple[str, str, list[str], int, str]] = [
         for case in ("case2", "case3", "case4")
     ],
 ]
+Row = tuple[str, str, list[str], int, str]
 ACCEPTED = [row for row in ROWS if row[3] == 0]
+# Accepted binary evidence: (option holding it, byte offset inside the signed part).
+FLIPS = {"--report": 0x90, "--tdx-quote": 48 + 136, "--gpu-report": 64}
+FLIPPABLE = [row for row in ACCEPTED if any(option in row[2] for option in FLIPS)]
 
 
-def _ids(rows: list[tuple[str, str, list[str], int, str]]) -> list[str]:
-    return [row[0] for row in rows]
+def _rows(rows: list[Row]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("row", rows, ids=[row[0] for row in rows])
 
 
-@pytest.mark.parametrize(("what", "kind", "args", "expected", "vendor"), ROWS, ids=_ids(ROWS))
-def test_expected_verdict(
-    what: str,
-    kind: str,
-    args: list[str],
-    expected: int,
-    vendor: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _rejected(code: int, out: str) -> bool:
+    return code == 1 and out.strip().splitlines()[-1].startswith("rejected: ")
+
+
+@_rows(ROWS)
+def test_expected_verdict(row: Row, capsys: pytest.CaptureFixture[str]) -> None:
+    _, kind, args, expected, _ = row
     code, out = run_evidence_cli(capsys, kind, *args)
-    assert code == expected, out
-    last = out.strip().splitlines()[-1]
-    assert last == "verified" if expected == 0 else last.startswith("rejected: "), out
+    assert code == 0 and out.strip().endswith("verified") if expected == 0 else _rejected(code, out)
 
 
 def _roots_dir(tmp_path: Path, *, vendor: str, keep_vendor: bool) -> Path:
@@ -311,44 +311,24 @@ def _roots_dir(tmp_path: Path, *, vendor: str, keep_vendor: bool) -> Path:
     return target
 
 
-@pytest.mark.parametrize(
-    ("what", "kind", "args", "expected", "vendor"), ACCEPTED, ids=_ids(ACCEPTED)
-)
+@_rows(ACCEPTED)
 def test_roots_directory_is_the_only_source_of_roots(
-    what: str,
-    kind: str,
-    args: list[str],
-    expected: int,
-    vendor: str,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    row: Row, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    _, kind, args, _, vendor = row
     only = _roots_dir(tmp_path / "only", vendor=vendor, keep_vendor=True)
     code, out = run_evidence_cli(capsys, kind, *args, "--roots", str(only))
     assert code == 0, out
     without = _roots_dir(tmp_path / "without", vendor=vendor, keep_vendor=False)
     code, out = run_evidence_cli(capsys, kind, *args, "--roots", str(without))
-    assert code == 1 and out.strip().splitlines()[-1].startswith("rejected: "), out
+    assert _rejected(code, out), out
 
 
-# Accepted binary evidence: (option holding it, byte offset inside the signed part).
-FLIPS = {"--report": 0x90, "--tdx-quote": 48 + 136, "--gpu-report": 64}
-
-
-@pytest.mark.parametrize(
-    ("what", "kind", "args", "expected", "vendor"),
-    [row for row in ACCEPTED if any(option in row[2] for option in FLIPS)],
-    ids=_ids([row for row in ACCEPTED if any(option in row[2] for option in FLIPS)]),
-)
+@_rows(FLIPPABLE)
 def test_one_flipped_byte_is_rejected(
-    what: str,
-    kind: str,
-    args: list[str],
-    expected: int,
-    vendor: str,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    row: Row, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    _, kind, args, _, _ = row
     option = next(o for o in FLIPS if o in args)
     source = Path(args[args.index(option) + 1])
     data = source.read_bytes()
@@ -361,4 +341,4 @@ def test_one_flipped_byte_is_rejected(
     shutil.copystat(source, target)
     argv = [str(target) if a == str(source) else a for a in args]
     code, out = run_evidence_cli(capsys, kind, *argv)
-    assert code == 1 and out.strip().splitlines()[-1].startswith("rejected: "), out
+    assert _rejected(code, out), out
