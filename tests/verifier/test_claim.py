@@ -195,3 +195,9 @@ def test_an_overlong_bound_nonce_is_rejected_not_raised() -> None:
     claim, _ = make_claim(mutate=lambda t, g: g["attestation"]["binding"].update(nonce="A" * 100))
     report = verify_claim(canonical_bytes(claim), SOFT)
     assert [c.name for c in report.failures] == ["binding.nonce_too_long"]
+
+
+def test_future_claim_names_the_tolerated_skew() -> None:
+    claim, _ = make_claim(iat=int(time.time()) + 3600)
+    detail = _detail(verify_claim(canonical_bytes(claim), SOFT), "claim.freshness")
+    assert "in the future; expected at most 60 s ahead" in detail

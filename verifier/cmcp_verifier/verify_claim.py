@@ -165,7 +165,10 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
 def _check_profile_and_schema(trace: dict[str, Any], report: Report) -> bool:
     profile = trace.get("eat_profile")
     if profile == TRACE_PROFILE_V01:
-        report.fail("trace.profile", "TRACE v0.1 profile is superseded; v0.2 verifiers reject it")
+        report.fail(
+            "trace.profile",
+            f"found the superseded TRACE v0.1 profile; expected {TRACE_PROFILE!r}",
+        )
         return False
     if not report.add(
         "trace.profile",
@@ -224,8 +227,8 @@ def _check_freshness(iat: int, policy: ClaimPolicy, report: Report) -> None:
     if iat > now + CLOCK_SKEW_SECONDS:
         report.fail(
             "claim.freshness",
-            f"issued {iat - now} s in the future (at most {CLOCK_SKEW_SECONDS} s of clock skew "
-            "is tolerated)",
+            f"issued {iat - now} s in the future; expected at most {CLOCK_SKEW_SECONDS} s "
+            "ahead (clock skew)",
         )
     elif policy.max_age_seconds == 0:
         report.warn("claim.freshness", f"age {now - iat} s; staleness check disabled")
