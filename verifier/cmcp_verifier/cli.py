@@ -238,7 +238,8 @@ def cmd_bundle(args: argparse.Namespace) -> Report:
         report.add(
             "bundle.hash",
             digest == args.expected_hash,
-            digest if digest == args.expected_hash else f"{digest} != {args.expected_hash}",
+            digest,
+            failed=f"expected {args.expected_hash}, found {digest}",
         )
     else:
         report.passed("bundle.hash", digest)
