@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ..digests import b64url_decode
 from ..errors import InputError
 from ..report import bytes_mismatch
-from ..roots import root_bytes
+from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
     chain_problems,
@@ -318,10 +318,12 @@ def pinned_amd_roots(policy: EvidencePolicy) -> list[AmdRoots]:
     found: list[AmdRoots] = []
     for product in PRODUCTS:
         try:
-            data = root_bytes(f"amd-{product.lower()}-ask-ark-asvk.pem", policy.roots_dir)
-        except InputError:
-            continue
-        by_cn = {common_name(c): c for c in load_certificates(data, what=f"AMD {product} roots")}
+            certs = root_certificates(f"amd-{product.lower()}-ask-ark-asvk.pem", policy.roots_dir)
+        except InputError as exc:
+            if exc.code == "roots.missing":
+                continue
+            raise
+        by_cn = {common_name(c): c for c in certs}
         ark = by_cn.get(f"ARK-{product}")
         if ark is not None:
             found.append(

@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography import x509
 
 from ..errors import InputError
-from ..roots import root_bytes, root_file_names
-from ._common import chain_problems, common_name, issued_by, load_certificates
+from ..roots import root_certificates, root_file_names
+from ._common import chain_problems, common_name, issued_by
 
 TPM_ROOT_PREFIXES = ("gce-tpm-", "tpm-")
 MAX_CHAIN_DEPTH = 6
@@ -30,8 +30,7 @@ def tpm_roots(
     intermediates: list[x509.Certificate] = []
     for name in root_file_names(roots_dir):
         if name.startswith(TPM_ROOT_PREFIXES):
-            what = f"root file {name}"
-            for cert in load_certificates(root_bytes(name, roots_dir), what=what):
+            for cert in root_certificates(name, roots_dir):
                 (anchors if issued_by(cert, cert) else intermediates).append(cert)
     return anchors, intermediates
 
