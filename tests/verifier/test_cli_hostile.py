@@ -28,8 +28,10 @@ from cmcp_verifier.cli import main
 from cmcp_verifier.evidence.tpm_gotpm import parse_gotpm_attestation
 
 from .claimfactory import make_claim
+from .test_docs_errors import documented_codes
 
 SECONDS = 5.0
+ERROR_CODES = set(documented_codes())
 USAGE_LINE = re.compile(r"cmcp-verify: error\[[a-z0-9-]+\.[a-z0-9_]+\]: .+ \(hint: .+\)")
 
 
@@ -248,9 +250,15 @@ def _judge(what: str, code: int, out: str, err: str, elapsed: float) -> None:
     if out.startswith("{"):  # -o json
         doc = json.loads(out)
         assert doc["verdict"] == "rejected", f"{what}: {out}"
-        assert any(c["status"] == "fail" and c["detail"] for c in doc["checks"]), f"{what}: {out}"
+        failed = [c for c in doc["checks"] if c["status"] == "fail"]
+        assert failed and all(c["detail"] for c in failed), f"{what}: {out}"
+        # A failure named by an error code (the input could not be read) says what to do.
+        assert all(c.get("hint") for c in failed if c["name"] in ERROR_CODES), f"{what}: {out}"
     else:
-        assert out.strip().splitlines()[-1].startswith("rejected: "), f"{what}: {out}"
+        last = out.strip().splitlines()[-1]
+        assert last.startswith("rejected: "), f"{what}: {out}"
+        if last.split(":", 2)[1].strip() in ERROR_CODES:
+            assert last.endswith(")") and " (hint: " in last, f"{what}: {out}"
 
 
 def test_every_hostile_file_in_every_slot(

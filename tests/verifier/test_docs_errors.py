@@ -24,7 +24,7 @@ CODE_SITES = (
 DOC_ROW = re.compile(r"^\| `([a-z0-9_.-]+)` \|", re.M)
 
 
-def _documented() -> list[str]:
+def documented_codes() -> list[str]:
     return DOC_ROW.findall((REPO / "docs" / "errors.md").read_text())
 
 
@@ -42,7 +42,7 @@ def _named() -> set[tuple[str, str]]:
 
 
 def test_every_code_in_the_source_is_documented() -> None:
-    documented = set(_documented())
+    documented = set(documented_codes())
     named = _named()
     assert len(named) > 150  # the patterns still find the raise sites
     missing = sorted(f"{code} ({where})" for code, where in named if code not in documented)
@@ -51,12 +51,12 @@ def test_every_code_in_the_source_is_documented() -> None:
 
 def test_every_documented_code_is_still_used() -> None:
     source = "\n".join(p.read_text() for p in _sources())
-    stale = [c for c in _documented() if f'"{c}"' not in source]
+    stale = [c for c in documented_codes() if f'"{c}"' not in source]
     assert not stale, f"codes in docs/errors.md no package names any more: {stale}"
 
 
 def test_each_code_is_documented_once_in_a_stable_form() -> None:
-    codes = _documented()
+    codes = documented_codes()
     assert len(codes) == len(set(codes)), sorted(c for c in set(codes) if codes.count(c) > 1)
     for code in codes:
         assert re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9_]+)+", code), code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -212,7 +213,7 @@ def cmd_audit(args: argparse.Namespace) -> Report:
         with open_log(args.file) as stream:
             summary = audit.verify_log_file(stream)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return report
     report.passed("audit.chain", f"{summary.length} entries, links and hashes intact")
     report.facts.update(
@@ -230,7 +231,7 @@ def cmd_bundle(args: argparse.Namespace) -> Report:
     except CmcpError as exc:
         if exc.code == "bundle.not_found":
             raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return report
     digest = files.hash
     report.facts.update(hash=digest, files=sorted(files.files), ignored=list(files.ignored))
@@ -255,7 +256,7 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
         if exc.code in EVIDENCE_USAGE_CODES:
             raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
         report = Report(subject=f"{args.type} evidence")
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return report
 
 
@@ -289,10 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "verifier.internal_error",
             f"{type(exc).__name__}: {str(exc)[:200]} (a verifier bug: please report it)",
         )
-    if args.output == "json":
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    else:
-        print(report.render())
+    try:
+        if args.output == "json":
+            print(json.dumps(report.to_json(), indent=2, sort_keys=True), flush=True)
+        else:
+            print(report.render(), flush=True)
+    except BrokenPipeError:  # the reader left (| head): no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_VERIFIED if report.verified else EXIT_REJECTED
 
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .errors import CmcpError
+
+# For a failure named by an error code whose exception carries no hint of its own.
+ERROR_HINT = "docs/errors.md explains this code and what to do"
+
 
 class Status(StrEnum):
     """Outcome of one check. Only ``FAIL`` makes a report rejected."""
@@ -38,9 +43,11 @@ class Check:
     name: str
     status: Status
     detail: str = ""
+    hint: str = ""  # what to do, for failures named by an error code
 
     def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status.value, "detail": self.detail}
+        out = {"name": self.name, "status": self.status.value, "detail": self.detail}
+        return {**out, "hint": self.hint} if self.hint else out
 
 
 @dataclass
@@ -73,8 +80,12 @@ class Report:
     def passed(self, name: str, detail: str = "") -> None:
         self.checks.append(Check(name, Status.PASS, detail))
 
-    def fail(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, Status.FAIL, detail))
+    def fail(self, name: str, detail: str, *, hint: str = "") -> None:
+        self.checks.append(Check(name, Status.FAIL, detail, hint))
+
+    def fail_error(self, exc: CmcpError) -> None:
+        """A failure named by the error's code, with its message and a hint."""
+        self.fail(exc.code, exc.message, hint=exc.hint or ERROR_HINT)
 
     def warn(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, Status.WARN, detail))
@@ -85,7 +96,7 @@ class Report:
     def extend(self, other: Report, prefix: str = "") -> None:
         """Append another report's checks (optionally renamed) and facts."""
         for c in other.checks:
-            self.checks.append(Check(prefix + c.name, c.status, c.detail))
+            self.checks.append(Check(prefix + c.name, c.status, c.detail, c.hint))
         self.facts.update(other.facts)
 
     def to_json(self) -> dict[str, Any]:
@@ -106,5 +117,6 @@ class Report:
             lines.append("verified")
         else:
             reasons = "; ".join(f"{c.name}: {c.detail}" for c in self.failures) or "no checks ran"
-            lines.append(f"rejected: {reasons}")
+            hint = next((c.hint for c in self.failures if c.hint), "")
+            lines.append(f"rejected: {reasons}" + (f" (hint: {hint})" if hint else ""))
         return "\n".join(lines)

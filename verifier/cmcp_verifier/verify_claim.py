@@ -30,7 +30,7 @@ from .errors import CmcpError, InputError
 from .evidence import GPU_MEMBER, EvidencePolicy, EvidenceReport, evidence_types
 from .evidence.accompanying import verify_accompanying_gpu
 from .keys import jwk_thumbprint, load_public_jwk
-from .report import Report, bytes_mismatch
+from .report import ERROR_HINT, Report, bytes_mismatch
 from .trace_schema import trace_record_errors
 
 MAX_CLAIM_BYTES = 16 * 1024 * 1024
@@ -59,12 +59,12 @@ def verify_claim(data: bytes, policy: ClaimPolicy) -> Report:
     try:
         envelope = parse_json(data, max_bytes=MAX_CLAIM_BYTES, what="claim")
     except CmcpError as exc:
-        report.fail("claim.parse", exc.message)
+        report.fail("claim.parse", f"{exc.code}: {exc.message}", hint=exc.hint or ERROR_HINT)
         return report
     try:
         _verify_envelope(envelope, policy, report)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
     return report
 
 
@@ -498,11 +498,11 @@ def _check_audit(
             for record in audit.iter_records(source):
                 scan.add(record)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return
     if scan.full_chain:
         if scan.link_error is not None:
-            report.fail(scan.link_error.code, scan.link_error.message)
+            report.fail_error(scan.link_error)
             return
         summary = scan.chain.summary
         tip = summary.tips.get(chain["length"])

@@ -380,7 +380,7 @@ def verify_gpu_report(
     try:
         v.check_chain(chain)
     except InputError as exc:  # e.g. the roots file is missing from --roots DIR
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     if chain:
         v.check_fwid(chain[0])
         v.check_signature(chain[0])

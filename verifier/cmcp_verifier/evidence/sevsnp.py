@@ -659,7 +659,7 @@ def verify_snp_report(
                 v.check_tcb(cert)
             v.check_chip_id(cert, kind)
     except InputError as exc:
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     v.check_guest_policy()
     v.check_expected(expected_report_data)
     v.out.facts["sev_snp"] = snp.facts(v.product.product if v.product else None)
@@ -677,7 +677,7 @@ def verify_endorsement_chain(
         if v.check_kind(cert, kind):
             v.check_chain(cert, kind, chain)
     except InputError as exc:
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     v.out.facts["sev_snp"] = {
         "certificate": common_name(cert),
         "product": v.product.product if v.product else None,
