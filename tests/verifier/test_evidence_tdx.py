@@ -600,3 +600,16 @@ def test_standalone_nonce_and_measurement_pins() -> None:
     assert status(good, "nonce") is status(good, "measurement") is Status.PASS
     bad = verify_td_quote(data, None, EvidencePolicy(nonce=b"\x01", expected_measurement="x"))
     assert failures(bad) == {"nonce", "measurement"}
+
+
+def test_crl_name_of_the_wrong_asn1_type_is_a_clean_rejection() -> None:
+    # Found by the 100 000-input campaign: a name attribute re-tagged as BIT STRING made
+    # cryptography raise TypeError while the root CRL was loaded.
+    crl = bytearray(raw("go-tdx-guest.rootcrl.der"))
+    at_value = crl.index(b"Santa Clara")
+    assert crl[at_value - 1] == len(b"Santa Clara")
+    crl[at_value - 2] = 0x03  # BIT STRING
+    collateral = dataclasses.replace(go_collateral(), root_crl=bytes(crl))
+    report = verify_td_quote(quote("go-tdx-guest-v5"), collateral, at(V5_TIME))
+    detail = next(c.detail for c in report.checks if c.status is Status.FAIL)
+    assert not report.verified and "not an X.509 CRL" in detail, report.render()

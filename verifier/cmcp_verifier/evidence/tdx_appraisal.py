@@ -182,7 +182,8 @@ def _load_crl(data: bytes, what: str) -> tuple[x509.CertificateRevocationList, s
                 crl = x509.load_der_x509_crl(data)
             _ = crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc
             return crl, {entry.serial_number for entry in crl}
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    # cryptography raises TypeError for a name attribute of the wrong ASN.1 type (fuzz finding)
+    except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise InputError(
             f"{what} is not an X.509 CRL: {short_reason(exc)}", code="tdx.collateral.crl"
         ) from None
