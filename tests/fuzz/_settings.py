@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 from hypothesis import HealthCheck, settings
@@ -10,7 +11,7 @@ EXAMPLES = int(os.environ.get("CMCP_FUZZ_EXAMPLES", "1000"))
 
 fuzz_settings = settings(
     max_examples=EXAMPLES,
-    deadline=None,
+    deadline=dt.timedelta(seconds=10),  # an input that takes this long is a hang
     derandomize=EXAMPLES <= 1000,  # make test is reproducible; campaigns explore
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,

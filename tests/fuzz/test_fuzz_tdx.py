@@ -1,4 +1,5 @@
-"""Fuzzing the TDX parsers: quotes, DCAP collateral JSON, PCK extensions, CCEL event logs.
+"""Fuzzing the TDX parsers: quotes, DCAP collateral JSON, CRLs and issuer chains, PCK
+extensions, CCEL ACPI tables (the event log parser: test_fuzz_eventlog.py).
 
 Inputs are real samples (../shared/evidence/tdx) with random byte changes, cuts and splices,
 plus raw random bytes. Nothing may raise anything but a CmcpError, and a changed quote must
@@ -15,16 +16,17 @@ from hypothesis import strategies as st
 
 from cmcp_verifier.errors import CmcpError
 from cmcp_verifier.evidence import EvidencePolicy
-from cmcp_verifier.evidence.ccel import parse_ccel_table, replay_rtmrs
+from cmcp_verifier.evidence._common import load_certificates
+from cmcp_verifier.evidence.ccel import parse_ccel_table
 from cmcp_verifier.evidence.sgx_pck import SGX_EXTENSION_OID, parse_sgx_extension
-from cmcp_verifier.evidence.tcg_eventlog import parse_event_log
-from cmcp_verifier.evidence.tdx import verify_td_quote
+from cmcp_verifier.evidence.tdx import TdxCollateral, verify_td_quote
 from cmcp_verifier.evidence.tdx_collateral import (
     parse_qe_identity,
     parse_signed_json,
     parse_tcb_info,
 )
 from cmcp_verifier.evidence.tdx_quote import parse_quote
+from cmcp_verifier.report import Status
 
 from ..conftest import EVIDENCE
 from ._settings import fuzz_settings
@@ -33,8 +35,6 @@ TDX = EVIDENCE / "tdx"
 QUOTES = [(TDX / f"{n}.quote.dat").read_bytes() for n in ("trustee-v5", "edgeless-v4")]
 TCB_INFO = (TDX / "go-tdx-guest-v5.tcbinfo.json").read_bytes()
 QE_IDENTITY = (TDX / "go-tdx-guest.qeidentity.json").read_bytes()
-_LOG = (TDX / "gcp-cos-ccel.eventlog.bin").read_bytes()
-EVENT_LOG = _LOG[: len(_LOG.rstrip(b"\xff"))]  # the used part; the 0xFF tail is only filler
 ACPI = (TDX / "gcp-cos-ccel.acpi-table.bin").read_bytes()
 _PCK = x509.load_pem_x509_certificates(parse_quote(QUOTES[1]).pck_chain_pem.rstrip(b"\0"))[0]
 SGX_EXT: bytes = _PCK.extensions.get_extension_for_oid(SGX_EXTENSION_OID).value.value
@@ -105,15 +105,35 @@ def test_mutated_sgx_extension(data: st.DataObject) -> None:
 
 @fuzz_settings
 @given(st.data())
-def test_mutated_event_logs(data: st.DataObject) -> None:
-    with contextlib.suppress(CmcpError):
-        replay_rtmrs(parse_event_log(mutate(data, EVENT_LOG)))
+def test_mutated_ccel_table(data: st.DataObject) -> None:
     with contextlib.suppress(CmcpError):
         parse_ccel_table(mutate(data, ACPI))
 
 
+V5_QUOTE = (TDX / "go-tdx-guest-v5.quote.dat").read_bytes()
+CRLS = {
+    "pck_crl": (TDX / "go-tdx-guest.pckcrl.der").read_bytes(),
+    "root_crl": (TDX / "go-tdx-guest.rootcrl.der").read_bytes(),
+    "pck_crl_chain": (TDX / "go-tdx-guest.pckcrl-issuer-chain.pem").read_bytes(),
+}
+
+
+def _signed_part(member: str, blob: bytes) -> bytes:
+    if member == "pck_crl_chain":
+        return load_certificates(blob, what="chain")[0].tbs_certificate_bytes
+    return x509.load_der_x509_crl(blob).tbs_certlist_bytes
+
+
 @fuzz_settings
-@given(st.binary(max_size=1024))
-def test_random_bytes_as_event_log(blob: bytes) -> None:
-    with contextlib.suppress(CmcpError):
-        replay_rtmrs(parse_event_log(EVENT_LOG[:100] + blob))
+@given(st.data())
+def test_mutated_crls_and_issuer_chains(data: st.DataObject) -> None:
+    """CRLs and the PCK CRL issuer chain through the full appraisal of the v5 quote."""
+    member = data.draw(st.sampled_from(sorted(CRLS)))
+    blob = mutate(data, CRLS[member])
+    report = verify_td_quote(V5_QUOTE, TdxCollateral(**{**CRLS, member: blob}), POLICY)
+    check = "collateral.root_crl" if member == "root_crl" else "collateral.pck_crl"
+    passed = any(c.name == check and c.status is Status.PASS for c in report.checks)
+    if passed and blob != CRLS[member]:
+        # Only a change outside the signed content (e.g. in the signature's encoding) may
+        # still pass: what was signed must be what was read.
+        assert _signed_part(member, blob) == _signed_part(member, CRLS[member])

@@ -1,6 +1,7 @@
 """Fuzzing the TPM parsers: TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC (and the AK/signature
-loaders), PCR files and TCG event logs. Inputs are random bytes and mutations of the real GCE
-sample; the only exception allowed out is InputError, and a mutated quote never verifies."""
+loaders), PCR files and go-tpm-tools attestation JSON (TCG event logs: test_fuzz_eventlog.py).
+Inputs are random bytes and mutations of the real GCE sample; the only exception allowed out
+is InputError, and a mutated quote never verifies."""
 
 from __future__ import annotations
 
@@ -12,19 +13,18 @@ from hypothesis import strategies as st
 
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence._common import load_certificate
-from cmcp_verifier.evidence.tcg_log import parse_event_log, replay
-from cmcp_verifier.evidence.tpm import verify_quote
+from cmcp_verifier.evidence.tpm import verify_quote, verify_quotes
 from cmcp_verifier.evidence.tpm_gotpm import parse_gotpm_attestation
 from cmcp_verifier.evidence.tpm_keys import load_ak_public, load_signature
 from cmcp_verifier.evidence.tpm_pcrs import parse_pcr_file, pcrs_to_json
 from cmcp_verifier.evidence.tpm_structures import (
-    HASH_ALGS,
     parse_tpms_attest,
     parse_tpmt_public,
     parse_tpmt_signature,
 )
 
 from ..conftest import EVIDENCE
+from ._json_mutate import edited_json
 from ._settings import fuzz_settings
 
 SAMPLE = parse_gotpm_attestation(
@@ -97,19 +97,6 @@ def test_pcr_file(data: bytes) -> None:
 
 
 @fuzz_settings
-@given(_inputs([LOG, LOG[:2000]], max_size=2000))
-def test_event_log(data: bytes) -> None:
-    try:
-        log = parse_event_log(data)
-    except InputError:
-        return
-    for alg_id in log.digest_sizes:
-        if alg_id in HASH_ALGS:
-            with contextlib.suppress(InputError):
-                replay(log.events, HASH_ALGS[alg_id])
-
-
-@fuzz_settings
 @given(st.data())
 def test_mutated_quote_never_verifies(data: st.DataObject) -> None:
     which = data.draw(st.sampled_from(["attest", "signature"]))
@@ -134,3 +121,19 @@ def test_mutated_ak_certificate_never_verifies(cert: bytes) -> None:
         mutant = load_certificate(cert, what="mutant")
         assert mutant.tbs_certificate_bytes == ORIGINAL_CERT.tbs_certificate_bytes
         assert mutant.signature == ORIGINAL_CERT.signature
+
+
+ATTESTATION = json.loads((EVIDENCE / "tpm" / "gce-cos-85-nonce9009.attestation.json").read_bytes())
+
+
+@fuzz_settings
+@given(edited_json(ATTESTATION))
+def test_structured_gotpm_attestations(edit: tuple[str, bool]) -> None:
+    """go-tpm-tools attestation JSON with other types, huge numbers, duplicate keys, … then
+    the whole verification (quotes, AK certificate chain, event log replay)."""
+    try:
+        att = parse_gotpm_attestation(edit[0].encode("utf-8", "surrogatepass"))
+    except InputError:
+        return
+    with contextlib.suppress(InputError):
+        verify_quotes(att.quotes, att.ak_public, nonce=b"\x90\x09", event_log=att.event_log)

@@ -78,7 +78,7 @@ async def test_tdx_evidence_from_the_agent() -> None:
     report = verify_claim(
         claim_with("coco", "intel-tdx", evidence.members, evidence.measurement), ClaimPolicy()
     )
-    for name in ("coco.tdx.quote.signature", "coco.tdx.pck.chain", "runtime.platform"):
+    for name in ("coco.quote.signature", "coco.pck.chain", "runtime.platform"):
         assert status(report, name) is Status.PASS, name
     assert failed(report) == {"attestation.report_data"}
 

@@ -45,12 +45,15 @@ def make_claim(
     decisions: list[str] | None = None,
     iat: int | None = None,
     mutate: Any = None,
+    log: bytes | None = None,
     bundle: str = BUNDLE,
 ) -> tuple[dict[str, Any], bytes]:
-    """A signed software claim and the full audit log it commits to."""
+    """A signed software claim and the full audit log it commits to (``log``, or a small one
+    made of ``decisions``)."""
     key = key or Ed25519PrivateKey.generate()
-    log, records = make_log(session, decisions or ["allow", "deny", "redact", "allow", "error"])
-    chain = audit.verify_chain(records)
+    if log is None:
+        log, _ = make_log(session, decisions or ["allow", "deny", "redact", "allow", "error"])
+    chain = audit.verify_chain(audit.iter_records(log))
     mine = chain.sessions.get(session, audit.SessionSummary())
     transcript = audit.session_transcript_hash(session, mine.entry_hashes)
     jwk = public_jwk(key)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from cmcp_verifier import audit
-from cmcp_verifier.errors import CmcpError, VerificationError
+from cmcp_verifier.errors import CmcpError, InputError, VerificationError
 
 from .claimfactory import make_log
 
@@ -43,3 +45,42 @@ def test_removed_or_reordered_entry_breaks_the_chain() -> None:
     for broken in (lines[:1] + lines[2:], [lines[1], lines[0], *lines[2:]]):
         with pytest.raises(VerificationError):
             audit.verify_chain(audit.read_log(b"".join(broken)))
+
+
+class _Trickle(io.BytesIO):
+    """A file that returns at most 7 bytes per read: lines straddle every chunk boundary."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(7)
+
+
+def test_streaming_reads_the_same_records_as_bytes() -> None:
+    data, records = make_log("s", ["allow", "deny", "redact", "error"] * 3)
+    streamed = list(audit.iter_records(_Trickle(data)))
+    assert [r.hash for r in streamed] == [r.hash for r in records]
+    summary = audit.verify_log_file(_Trickle(data))
+    assert (summary.length, summary.tip, summary.session_ids) == (
+        12,
+        records[-1].hash,
+        {"s", "other"},
+    )
+    assert summary.sessions == {}  # only ids are kept when streaming a whole file
+
+
+def test_streaming_detects_torn_tails_and_endless_lines() -> None:
+    data, _ = make_log("s", ["allow", "allow"])
+    with pytest.raises(VerificationError) as torn:
+        audit.verify_log_file(_Trickle(data[:-5]))
+    assert torn.value.code == "audit.torn_tail"
+    first_end = data.index(b"\n") + 1
+    assert f"at byte {first_end}" in torn.value.message
+    with pytest.raises(InputError) as long:
+        audit.verify_log_file(io.BytesIO(bytes(20 * 2**20)))
+    assert long.value.code == "audit.line_too_long"
+
+
+def test_a_log_must_start_at_seq_zero() -> None:
+    data, _ = make_log("s", ["allow"] * 3)
+    with pytest.raises(InputError) as partial:
+        audit.verify_log_file(io.BytesIO(data.split(b"\n", 1)[1]))
+    assert partial.value.code == "audit.partial"

@@ -17,7 +17,7 @@ from cmcp_verifier.cli import main
 from cmcp_verifier.digests import b64url_encode
 from cmcp_verifier.errors import InputError
 from cmcp_verifier.evidence import EvidencePolicy, EvidenceReport, evidence_types
-from cmcp_verifier.evidence.tcg_log import parse_event_log, replay
+from cmcp_verifier.evidence.tcg_eventlog import parse_event_log, replay
 from cmcp_verifier.evidence.tpm import embed_evidence, verify_quote, verify_quotes
 from cmcp_verifier.evidence.tpm_gotpm import Attestation, parse_gotpm_attestation
 from cmcp_verifier.evidence.tpm_keys import ak_from_jwk, load_ak_public
@@ -272,7 +272,7 @@ def test_replay_is_per_bank_and_honours_startup_locality(evidence_dir: Path) -> 
         assert sorted(regs) == list(range(10))
         assert all(regs[i] == values[i] for i in regs)
     # A StartupLocality event (EV_NO_ACTION) sets PCR 0's initial value to the locality.
-    from cmcp_verifier.evidence.tcg_log import Event
+    from cmcp_verifier.evidence.tcg_eventlog import Event
 
     sha256 = HASH_BY_NAME["sha256"]
     ev = Event(0, 1, {SHA256: bytes(32)}, b"")
@@ -450,7 +450,7 @@ def test_usage_errors_exit_2(
         with pytest.raises(SystemExit) as exc:
             main(case)
         assert exc.value.code == 2, case
-        assert "cmcp-verify: error:" in capsys.readouterr().err
+        assert "cmcp-verify: error[" in capsys.readouterr().err
 
 
 def test_embedded_hostile_members_never_raise_unexpectedly(evidence_dir: Path) -> None:

@@ -8,8 +8,11 @@ from cmcp_verifier.binding import binding_digest, report_data, report_data_match
 from cmcp_verifier.bundle import bundle_hash, read_bundle_dir
 from cmcp_verifier.canonical import canonical_bytes, parse_json
 from cmcp_verifier.catalog import parse_catalog, tool_definition_hash
+from cmcp_verifier.cli import main
 from cmcp_verifier.digests import b64url_decode, b64url_encode
 from cmcp_verifier.errors import BundleError, InputError
+
+from ..conftest import REPO
 
 BAD_JSON = {
     b'{"a":1,"a":2}': "json.duplicate_key",
@@ -109,3 +112,13 @@ def test_binding_is_injective_and_fits_report_data() -> None:
     assert report_data_matches(report_data(b), b) and report_data_matches(b, b)
     assert b != binding_digest("thumb", "sha256:" + "1" * 64, "sha256:" + "2" * 64, b"")
     assert not report_data_matches(report_data(b)[:-1] + b"\x01", b)
+
+
+def test_bundle_command_checks_the_pin(capsys: pytest.CaptureFixture[str]) -> None:
+    demo = REPO / "policies" / "demo"
+    digest = read_bundle_dir(demo).hash
+    assert main(["bundle", str(demo), "--expected-hash", digest]) == 0
+    assert capsys.readouterr().out.strip().endswith("verified")
+    other = "sha256:" + "0" * 64
+    assert main(["bundle", str(demo), "--expected-hash", other]) == 1
+    assert f"rejected: bundle.hash: expected {other}, found {digest}" in capsys.readouterr().out

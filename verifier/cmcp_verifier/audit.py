@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from .canonical import canonical_bytes, parse_json
 from .digests import ZERO_DIGEST, sha256_digest
-from .errors import InputError, VerificationError
+from .errors import CmcpError, InputError, VerificationError
 
 FORMAT_VERSION = 1
 _PREFIX = b'{"entry":'
@@ -84,23 +84,59 @@ def _check_entry_fields(entry: dict[str, Any], where: str) -> None:
         raise InputError(f"{where}: call entry has no valid decision", code="audit.field")
 
 
-def split_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, line) for a log; a final line without newline is a torn write."""
-    if data and not data.endswith(b"\n"):
-        last = data.rfind(b"\n") + 1
-        raise VerificationError(
-            f"audit log ends in a torn (incomplete) record at byte {last}",
-            code="audit.torn_tail",
-            hint="the writer was interrupted mid-record; the gateway truncates and records "
-            "this on restart, a copied log must be taken after that",
+READ_CHUNK = 1 << 20
+
+
+def iter_lines(source: bytes | BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line without newline) of a log given as bytes or as an open binary
+    file, which is read in chunks (memory stays bounded by the longest line). A final line
+    without newline is a torn write: :class:`VerificationError` ``audit.torn_tail``."""
+    if isinstance(source, bytes):
+        if source and not source.endswith(b"\n"):
+            last = source.rfind(b"\n") + 1
+            raise _torn_tail(last, source[last:], source.count(b"\n", 0, last) + 1)
+        chunks: Iterable[bytes] = (source,)
+    else:
+        chunks = iter(lambda: source.read(READ_CHUNK), b"")
+    number, offset, rest = 0, 0, b""
+    for chunk in chunks:
+        data = rest + chunk if rest else chunk
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            number += 1
+            yield number, data[start:end]
+            start = end + 1
+        offset += start
+        rest = data[start:]
+        if len(rest) > MAX_LINE_BYTES:
+            raise InputError(
+                f"audit line {number + 1} is longer than {MAX_LINE_BYTES} bytes",
+                code="audit.line_too_long",
+            )
+    if rest:
+        raise _torn_tail(offset, rest, number + 1)
+
+
+def _torn_tail(offset: int, rest: bytes, number: int) -> CmcpError:
+    """The error for a last line without newline: a torn write if it starts like a record."""
+    if not (rest.startswith(_PREFIX) or _PREFIX.startswith(rest)):
+        return InputError(
+            f"audit line {number} (at byte {offset}) does not have the audit line layout and "
+            "has no final newline: not an audit log?",
+            code="audit.layout",
         )
-    number = 0
-    start = 0
-    while start < len(data):
-        end = data.index(b"\n", start)
-        number += 1
-        yield number, data[start:end]
-        start = end + 1
+    return VerificationError(
+        f"audit log ends in a torn (incomplete) record at byte {offset}",
+        code="audit.torn_tail",
+        hint="the writer was interrupted mid-record; the gateway truncates and records "
+        "this on restart, a copied log must be taken after that",
+    )
+
+
+def iter_records(source: bytes | BinaryIO) -> Iterator[AuditRecord]:
+    """Decode every line of a log (bytes or an open binary file), one at a time."""
+    for number, line in iter_lines(source):
+        yield decode_line(line, where=f"audit line {number}")
 
 
 @dataclass
@@ -130,6 +166,54 @@ class ChainSummary:
     first_seq: int = 0
     sessions: dict[str, SessionSummary] = field(default_factory=dict)
     tips: dict[int, str] = field(default_factory=dict)
+    session_ids: set[str] = field(default_factory=set)
+
+
+class ChainVerifier:
+    """Checks records one at a time (links and sequence numbers) and summarises them.
+
+    ``keep_tips_at`` lists chain lengths at which the tip should be remembered (a claim
+    commits to the chain as it was when the claim was made); with ``summarise_sessions``
+    False only the session ids are kept, not every entry hash (for very long logs).
+    """
+
+    def __init__(
+        self,
+        *,
+        start_prev: str = ZERO_DIGEST,
+        start_seq: int = 0,
+        keep_tips_at: set[int] | None = None,
+        summarise_sessions: bool = True,
+    ) -> None:
+        self.summary = ChainSummary(tip=start_prev, length=start_seq, first_seq=start_seq)
+        self._keep_tips_at = keep_tips_at or set()
+        self._summarise = summarise_sessions
+
+    def add(self, record: AuditRecord) -> None:
+        """Append one record; :class:`VerificationError` when it does not continue the chain."""
+        summary, entry = self.summary, record.entry
+        if entry["seq"] != summary.length:
+            raise VerificationError(
+                f"audit chain: expected seq {summary.length}, found {entry['seq']}",
+                code="audit.sequence",
+            )
+        if entry["prev"] != summary.tip:
+            raise VerificationError(
+                f"audit chain broken at seq {entry['seq']}: prev is {entry['prev']}, the "
+                f"previous entry hashes to {summary.tip}",
+                code="audit.link",
+            )
+        if summary.root is None:
+            summary.root = record.hash
+        session = entry.get("session")
+        if session is not None:
+            summary.session_ids.add(session)
+            if self._summarise:
+                summary.sessions.setdefault(session, SessionSummary()).add(record)
+        summary.tip = record.hash
+        summary.length += 1
+        if summary.length in self._keep_tips_at:
+            summary.tips[summary.length] = record.hash
 
 
 def verify_chain(
@@ -138,40 +222,42 @@ def verify_chain(
     start_prev: str = ZERO_DIGEST,
     start_seq: int = 0,
     keep_tips_at: set[int] | None = None,
+    summarise_sessions: bool = True,
 ) -> ChainSummary:
-    """Check links and sequence numbers of consecutive records; summarise sessions.
-
-    ``keep_tips_at`` lists chain lengths at which the tip should be remembered (a claim
-    commits to the chain as it was when the claim was made).
-    """
-    summary = ChainSummary(first_seq=start_seq)
-    prev, expected_seq = start_prev, start_seq
+    """Check links and sequence numbers of consecutive records; summarise sessions (see
+    :class:`ChainVerifier`). ``length`` of the result counts from ``start_seq``."""
+    verifier = ChainVerifier(
+        start_prev=start_prev,
+        start_seq=start_seq,
+        keep_tips_at=keep_tips_at,
+        summarise_sessions=summarise_sessions,
+    )
     for record in records:
-        seq = record.entry["seq"]
-        if seq != expected_seq:
-            raise VerificationError(
-                f"audit chain: expected seq {expected_seq}, found {seq}", code="audit.sequence"
+        verifier.add(record)
+    return verifier.summary
+
+
+def verify_log_file(stream: BinaryIO) -> ChainSummary:
+    """Verify a whole chain from an open file, streaming: every line re-hashed and decoded,
+    links and sequence numbers from seq 0 (an empty log is refused). Keeps session ids, not
+    per-session hashes."""
+    verifier = ChainVerifier(summarise_sessions=False)
+    for record in iter_records(stream):
+        if verifier.summary.length == 0 and record.entry["seq"] != 0:
+            raise InputError(
+                "log does not start at seq 0 (a session export?); chain links "
+                "cannot be checked without the prefix",
+                code="audit.partial",
             )
-        if record.entry["prev"] != prev:
-            raise VerificationError(
-                f"audit chain broken at seq {seq}: prev does not match", code="audit.link"
-            )
-        if summary.root is None:
-            summary.root = record.hash
-        session = record.entry.get("session")
-        if session is not None:
-            summary.sessions.setdefault(session, SessionSummary()).add(record)
-        prev = record.hash
-        expected_seq += 1
-        if keep_tips_at and expected_seq in keep_tips_at:
-            summary.tips[expected_seq] = prev
-    summary.tip, summary.length = prev, expected_seq
-    return summary
+        verifier.add(record)
+    if verifier.summary.length == 0:
+        raise InputError("audit log is empty: there is no chain to verify", code="audit.empty")
+    return verifier.summary
 
 
 def read_log(data: bytes) -> list[AuditRecord]:
-    """Decode every line of a log (full chain or an export)."""
-    return [decode_line(line, where=f"audit line {n}") for n, line in split_lines(data)]
+    """Decode every line of a log (full chain or an export) held in memory."""
+    return list(iter_records(data))
 
 
 def session_transcript_hash(session_id: str, entry_hashes: list[str]) -> str:

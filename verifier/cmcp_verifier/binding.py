@@ -64,11 +64,17 @@ def hex_report_data(binding: bytes) -> bytes:
     return binding.hex().encode("ascii")
 
 
+def expected_report_data(evidence_type: str, actual: bytes, binding: bytes) -> bytes:
+    """The report data ``evidence_type`` evidence shaped like ``actual`` must carry."""
+    if evidence_type in HEX_REPORT_DATA_TYPES:
+        return hex_report_data(binding)
+    return binding if len(actual) == len(binding) else report_data(binding)
+
+
 def evidence_carries_binding(evidence_type: str, actual: bytes, binding: bytes) -> bool:
     """Whether report data ``actual`` of ``evidence_type`` evidence carries ``binding``."""
-    if evidence_type in HEX_REPORT_DATA_TYPES:
-        return hmac.compare_digest(actual, hex_report_data(binding))
-    return report_data_matches(actual, binding)
+    expected = expected_report_data(evidence_type, actual, binding)
+    return len(actual) == len(expected) and hmac.compare_digest(actual, expected)
 
 
 def bundle_measurement(bundle_hash: str) -> bytes:

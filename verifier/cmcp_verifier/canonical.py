@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import rfc8785
@@ -43,13 +42,29 @@ def _check_int(text: str) -> int:
     return value
 
 
-def _unique_object(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise InputError(f"JSON object has duplicate key {key!r}", code="json.duplicate_key")
-        obj[key] = value
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InputError(
+                    f"JSON object has duplicate key {key!r}", code="json.duplicate_key"
+                )
+            seen.add(key)
     return obj
+
+
+# One decoder per mode (json.loads would build a new one on every call).
+_DECODERS = {
+    allow_floats: json.JSONDecoder(
+        object_pairs_hook=_unique_object,
+        parse_constant=_reject_constant,
+        parse_int=_check_int,
+        parse_float=None if allow_floats else _reject_float,
+    )
+    for allow_floats in (False, True)
+}
 
 
 def _check_depth_and_strings(value: Any) -> None:
@@ -97,13 +112,7 @@ def parse_json(
     if text.startswith("\ufeff"):
         raise InputError(f"{what} starts with a byte-order mark", code="json.syntax")
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-            parse_int=_check_int,
-            parse_float=None if allow_floats else _reject_float,
-        )
+        value = _DECODERS[allow_floats].decode(text)
     except InputError as exc:
         exc.message = f"{what}: {exc.message}"
         exc.args = (exc.message,)
@@ -112,8 +121,19 @@ def parse_json(
         raise InputError(f"{what} nests too deeply", code="json.depth") from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise InputError(f"{what} is not valid JSON: {exc}", code="json.syntax") from None
-    _check_depth_and_strings(value)
+    if not _trivially_shallow_and_surrogate_free(text, from_bytes=isinstance(data, bytes)):
+        _check_depth_and_strings(value)
     return value
+
+
+def _trivially_shallow_and_surrogate_free(text: str, *, from_bytes: bool) -> bool:
+    """True when ``text`` cannot nest deeper than MAX_DEPTH (too few brackets) nor hold a lone
+    surrogate (strictly decoded UTF-8 or ASCII, and no \\u escape): the walk is then moot."""
+    return (
+        "\\u" not in text
+        and (from_bytes or text.isascii())
+        and text.count("{") + text.count("[") <= MAX_DEPTH
+    )
 
 
 def check_canonicalizable(value: Any, *, allow_floats: bool = False, path: str = "$") -> None:

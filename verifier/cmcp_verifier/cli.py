@@ -1,6 +1,7 @@
 """``cmcp-verify``: a thin command-line shell over the verifier library.
 
-Exit status: 0 verified, 1 rejected, 2 usage error (bad options, unreadable files).
+Exit status: 0 verified, 1 rejected, 2 usage error (bad options, unreadable files), printed as
+one line ``cmcp-verify: error[<code>]: <message> (hint: <what to do>)`` on stderr.
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from . import __version__, audit
 from .bundle import read_bundle_dir
@@ -27,7 +29,25 @@ EVIDENCE_USAGE_CODES = frozenset({"evidence.usage", "evidence.unreadable"})
 
 
 class UsageError(Exception):
-    """Bad options or unreadable input: exit status 2."""
+    """Bad options or unreadable input: exit status 2 (not a :class:`CmcpError`, so that no
+    ``except CmcpError`` turns it into a rejection)."""
+
+    def __init__(
+        self, message: str, *, code: str = "usage.option", hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message, self.code, self.hint = message, code, hint
+
+
+def _unreadable(message: str) -> UsageError:
+    return UsageError(message, code="usage.unreadable")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Option errors in the same one-line form as every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        _usage_exit(UsageError(message, hint=f"see {self.prog} --help"))
 
 
 def parse_nonce(text: str) -> bytes:
@@ -52,10 +72,28 @@ def read_file(path: str, *, limit: int = 64 * 1024 * 1024) -> bytes:
     try:
         p = Path(path)
         if p.stat().st_size > limit:
-            raise UsageError(f"{path}: larger than {limit} bytes")
+            raise UsageError(f"{path}: larger than {limit} bytes", code="usage.unreadable")
         return p.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise _unreadable(f"cannot read {path}: {exc.strerror}") from None
+
+
+def open_log(path: str) -> BinaryIO:
+    """An audit log opened for streaming ('-' for stdin); exit 2 when it cannot be opened."""
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _unreadable(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _readable(path: str) -> Path:
+    """``--audit``'s file, checked to open now (exit 2 if not); streamed by the verifier."""
+    if path == "-":
+        raise UsageError("--audit needs a file (the claim may come from stdin, the log cannot)")
+    open_log(path).close()
+    return Path(path)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -82,6 +120,12 @@ def _add_evidence_policy(p: argparse.ArgumentParser) -> None:
 
 
 def _evidence_policy(args: argparse.Namespace, nonce: bytes | None) -> EvidencePolicy:
+    if args.roots and not Path(args.roots).is_dir():
+        raise UsageError(
+            f"--roots {args.roots}: not a directory",
+            code="usage.unreadable",
+            hint="give a directory of vendor root certificates; see docs/verifier.md, Pinned roots",
+        )
     return EvidencePolicy(
         roots_dir=Path(args.roots) if args.roots else None,
         allow_debug=args.allow_debug,
@@ -93,7 +137,7 @@ def _evidence_policy(args: argparse.Namespace, nonce: bytes | None) -> EvidenceP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmcp-verify", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="cmcp-verify", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cmcp-verify {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -158,40 +202,36 @@ def cmd_claim(args: argparse.Namespace) -> Report:
         max_age_seconds=args.max_age,
         allow_software=args.allow_software,
         evidence=_evidence_policy(args, nonce),
-        audit_log=read_file(args.audit, limit=1 << 34) if args.audit else None,
+        audit_log=_readable(args.audit) if args.audit else None,
     )
     return verify_claim(data, policy)
 
 
 def cmd_audit(args: argparse.Namespace) -> Report:
     report = Report(subject=f"audit log {args.file}")
-    data = read_file(args.file, limit=1 << 34)
     try:
-        records = audit.read_log(data)
-        start = records[0].entry["seq"] if records else 0
-        if start != 0:
-            raise InputError(
-                "log does not start at seq 0 (a session export?); chain links "
-                "cannot be checked without the prefix",
-                code="audit.partial",
-            )
-        summary = audit.verify_chain(records)
+        with open_log(args.file) as stream:
+            summary = audit.verify_log_file(stream)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return report
     report.passed("audit.chain", f"{summary.length} entries, links and hashes intact")
     report.facts.update(
-        root=summary.root, tip=summary.tip, length=summary.length, sessions=len(summary.sessions)
+        root=summary.root, tip=summary.tip, length=summary.length, sessions=len(summary.session_ids)
     )
     return report
 
 
 def cmd_bundle(args: argparse.Namespace) -> Report:
     report = Report(subject=f"bundle {args.dir}")
+    if args.expected_hash is not None and not is_digest(args.expected_hash):
+        raise UsageError(f"--expected-hash {args.expected_hash!r} is not sha256:<hex>")
     try:
         files = read_bundle_dir(args.dir)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        if exc.code == "bundle.not_found":
+            raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
+        report.fail_error(exc)
         return report
     digest = files.hash
     report.facts.update(hash=digest, files=sorted(files.files), ignored=list(files.ignored))
@@ -199,7 +239,8 @@ def cmd_bundle(args: argparse.Namespace) -> Report:
         report.add(
             "bundle.hash",
             digest == args.expected_hash,
-            digest if digest == args.expected_hash else f"{digest} != {args.expected_hash}",
+            digest,
+            failed=f"expected {args.expected_hash}, found {digest}",
         )
     else:
         report.passed("bundle.hash", digest)
@@ -212,18 +253,28 @@ def cmd_evidence(args: argparse.Namespace) -> Report:
     try:
         return kind.verify_files(args, _evidence_policy(args, nonce))
     except CmcpError as exc:
-        if exc.code.startswith("usage.") or exc.code in EVIDENCE_USAGE_CODES:
-            raise UsageError(exc.message) from None
+        if exc.code in EVIDENCE_USAGE_CODES:
+            raise UsageError(exc.message, code=exc.code, hint=exc.hint) from None
         report = Report(subject=f"{args.type} evidence")
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
         return report
 
 
 COMMANDS = {"claim": cmd_claim, "audit": cmd_audit, "bundle": cmd_bundle, "evidence": cmd_evidence}
 
 
-def _usage_exit(message: str) -> NoReturn:
-    print(f"cmcp-verify: error: {message}", file=sys.stderr)
+USAGE_HINTS = {
+    "usage.unreadable": "check the path and permissions",
+    "evidence.unreadable": "check the path and permissions",
+    "bundle.not_found": "give the bundle directory: *.cedar, schema.cedarschema, manifest.json",
+}
+
+
+def _usage_exit(exc: UsageError, command: str | None = None) -> NoReturn:
+    default = USAGE_HINTS.get(exc.code, f"see cmcp-verify {command or ''} --help")
+    hint = exc.hint or default.replace("  ", " ")
+    line = f"cmcp-verify: error[{exc.code}]: {exc.message} (hint: {hint})"
+    print(" ".join(line.split()), file=sys.stderr)  # one line, whatever the message holds
     raise SystemExit(EXIT_USAGE)
 
 
@@ -232,11 +283,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = COMMANDS[args.command](args)
     except UsageError as exc:
-        _usage_exit(str(exc))
-    if args.output == "json":
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    else:
-        print(report.render())
+        _usage_exit(exc, args.command)
+    except Exception as exc:  # fail closed, in one line, never a traceback
+        report = Report(subject=f"cmcp-verify {args.command}")
+        report.fail(
+            "verifier.internal_error",
+            f"{type(exc).__name__}: {str(exc)[:200]} (a verifier bug: please report it)",
+        )
+    try:
+        if args.output == "json":
+            print(json.dumps(report.to_json(), indent=2, sort_keys=True), flush=True)
+        else:
+            print(report.render(), flush=True)
+    except BrokenPipeError:  # the reader left (| head): no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_VERIFIED if report.verified else EXIT_REJECTED
 
 

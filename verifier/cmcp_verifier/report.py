@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .errors import CmcpError
+
+# For a failure named by an error code whose exception carries no hint of its own.
+ERROR_HINT = "docs/errors.md explains this code and what to do"
+
 
 class Status(StrEnum):
     """Outcome of one check. Only ``FAIL`` makes a report rejected."""
@@ -16,6 +21,21 @@ class Status(StrEnum):
     SKIP = "skip"
 
 
+def bytes_mismatch(expected: bytes, found: bytes, *, limit: int = 64) -> str:
+    """``expected <hex>, found <hex>`` and where they first differ (for failure details)."""
+
+    def show(b: bytes) -> str:
+        return b[:limit].hex() + ("…" if len(b) > limit else "") if b else "(empty)"
+
+    text = f"expected {show(expected)}, found {show(found)}"
+    first = next((i for i, (x, y) in enumerate(zip(expected, found, strict=False)) if x != y), None)
+    if first is not None:
+        return f"{text}; first difference at byte {first}"
+    if len(expected) != len(found):
+        return f"{text}; {len(found)} bytes where {len(expected)} are expected"
+    return text
+
+
 @dataclass(frozen=True)
 class Check:
     """One named check (e.g. ``sev-snp.signature``) and what it found."""
@@ -23,9 +43,11 @@ class Check:
     name: str
     status: Status
     detail: str = ""
+    hint: str = ""  # what to do, for failures named by an error code
 
     def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status.value, "detail": self.detail}
+        out = {"name": self.name, "status": self.status.value, "detail": self.detail}
+        return {**out, "hint": self.hint} if self.hint else out
 
 
 @dataclass
@@ -45,16 +67,25 @@ class Report:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status is Status.FAIL]
 
-    def add(self, name: str, ok: bool, detail: str = "") -> bool:
-        """Record a pass/fail check; returns ``ok`` so callers can chain on it."""
-        self.checks.append(Check(name, Status.PASS if ok else Status.FAIL, detail))
+    def add(self, name: str, ok: bool, detail: str = "", *, failed: str | None = None) -> bool:
+        """Record a pass/fail check; returns ``ok`` so callers can chain on it.
+
+        ``failed`` (when given) is the detail used instead of ``detail`` if the check fails:
+        it should say what was expected and what was found.
+        """
+        shown = detail if ok or failed is None else failed
+        self.checks.append(Check(name, Status.PASS if ok else Status.FAIL, shown))
         return ok
 
     def passed(self, name: str, detail: str = "") -> None:
         self.checks.append(Check(name, Status.PASS, detail))
 
-    def fail(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, Status.FAIL, detail))
+    def fail(self, name: str, detail: str, *, hint: str = "") -> None:
+        self.checks.append(Check(name, Status.FAIL, detail, hint))
+
+    def fail_error(self, exc: CmcpError) -> None:
+        """A failure named by the error's code, with its message and a hint."""
+        self.fail(exc.code, exc.message, hint=exc.hint or ERROR_HINT)
 
     def warn(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, Status.WARN, detail))
@@ -65,7 +96,7 @@ class Report:
     def extend(self, other: Report, prefix: str = "") -> None:
         """Append another report's checks (optionally renamed) and facts."""
         for c in other.checks:
-            self.checks.append(Check(prefix + c.name, c.status, c.detail))
+            self.checks.append(Check(prefix + c.name, c.status, c.detail, c.hint))
         self.facts.update(other.facts)
 
     def to_json(self) -> dict[str, Any]:
@@ -86,5 +117,6 @@ class Report:
             lines.append("verified")
         else:
             reasons = "; ".join(f"{c.name}: {c.detail}" for c in self.failures) or "no checks ran"
-            lines.append(f"rejected: {reasons}")
+            hint = next((c.hint for c in self.failures if c.hint), "")
+            lines.append(f"rejected: {reasons}" + (f" (hint: {hint})" if hint else ""))
         return "\n".join(lines)

@@ -6,14 +6,16 @@ Use :func:`verify_claim` with the claim's bytes and a :class:`ClaimPolicy`; the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hmac
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from . import audit
-from .binding import binding_digest, bundle_measurement, evidence_carries_binding
+from .binding import MAX_NONCE_BYTES, binding_digest, bundle_measurement, expected_report_data
 from .canonical import parse_json
 from .claim import (
     CMCP_VERSION,
@@ -24,11 +26,11 @@ from .claim import (
     signature_valid,
 )
 from .digests import b64url_decode, b64url_encode, is_digest
-from .errors import CmcpError
+from .errors import CmcpError, InputError
 from .evidence import GPU_MEMBER, EvidencePolicy, EvidenceReport, evidence_types
 from .evidence.accompanying import verify_accompanying_gpu
 from .keys import jwk_thumbprint, load_public_jwk
-from .report import Report
+from .report import ERROR_HINT, Report, bytes_mismatch
 from .trace_schema import trace_record_errors
 
 MAX_CLAIM_BYTES = 16 * 1024 * 1024
@@ -45,7 +47,7 @@ class ClaimPolicy:
     max_age_seconds: int = DEFAULT_MAX_AGE  # 0 disables the staleness check
     allow_software: bool = False
     evidence: EvidencePolicy = field(default_factory=EvidencePolicy)
-    audit_log: bytes | None = None
+    audit_log: bytes | Path | None = None  # the log's bytes, or a file to stream
 
     def now(self) -> dt.datetime:
         return self.evidence.now()
@@ -57,12 +59,12 @@ def verify_claim(data: bytes, policy: ClaimPolicy) -> Report:
     try:
         envelope = parse_json(data, max_bytes=MAX_CLAIM_BYTES, what="claim")
     except CmcpError as exc:
-        report.fail("claim.parse", exc.message)
+        report.fail("claim.parse", f"{exc.code}: {exc.message}", hint=exc.hint or ERROR_HINT)
         return report
     try:
         _verify_envelope(envelope, policy, report)
     except CmcpError as exc:
-        report.fail(exc.code, exc.message)
+        report.fail_error(exc)
     return report
 
 
@@ -71,18 +73,24 @@ def _verify_envelope(env: Any, policy: ClaimPolicy, report: Report) -> None:
         return
     trace, gw = env["trace"], env["gateway"]
     report.subject = f"claim {gw.get('session_id', '?')}"
-    report.facts.update(
+    report.facts.update(  # as stated (the checks below judge them)
         session_id=gw.get("session_id"),
         subject=trace.get("subject"),
         iat=trace.get("iat"),
-        bundle_hash=trace.get("policy", {}).get("bundle_hash"),
-        platform=trace.get("runtime", {}).get("platform"),
+        bundle_hash=_member(trace, "policy", "bundle_hash"),
+        platform=_member(trace, "runtime", "platform"),
     )
     if not _check_profile_and_schema(trace, report):
         return
     key = load_public_jwk(trace["cnf"]["jwk"])
-    report.add("trace.signature", signature_valid(trace, key), "Ed25519 by cnf.jwk over RFC 8785")
-    report.add("envelope.signature", signature_valid(env, key), "Ed25519 by cnf.jwk over RFC 8785")
+    for name, obj in (("trace.signature", trace), ("envelope.signature", env)):
+        report.add(
+            name,
+            signature_valid(obj, key),
+            "Ed25519 by trace.cnf.jwk over RFC 8785",
+            failed="expected an Ed25519 signature by trace.cnf.jwk over the RFC 8785 form of "
+            f"the {name.split('.')[0]} without 'signature'; it does not verify",
+        )
     _check_consistency(trace, gw, report)
     _check_freshness(trace["iat"], policy, report)
     _check_bundle(trace["policy"]["bundle_hash"], policy, report)
@@ -93,6 +101,13 @@ def _verify_envelope(env: Any, policy: ClaimPolicy, report: Report) -> None:
         _check_audit(trace, gw, policy.audit_log, report)
     else:
         report.skip("audit.log", "no audit log given (--audit)")
+
+
+def _member(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]…``, or None where a step is not an object or lacks the key."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def _check_shape(env: Any, report: Report) -> bool:
@@ -106,7 +121,10 @@ def _check_shape(env: Any, report: Report) -> bool:
         report.fail("envelope.format", what)
         return False
     if env["cmcp_version"] != CMCP_VERSION:
-        report.fail("envelope.format", f"unsupported cmcp_version {env['cmcp_version']!r}")
+        report.fail(
+            "envelope.format",
+            f"cmcp_version {str(env['cmcp_version'])[:40]!r} is not the supported {CMCP_VERSION!r}",
+        )
         return False
     if not isinstance(env["trace"], dict) or not isinstance(env["gateway"], dict):
         report.fail("envelope.format", "trace and gateway must be objects")
@@ -127,15 +145,20 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
         chain.get("tip")
     ):
         return "gateway.audit_chain root/tip must be digests"
-    if not isinstance(chain.get("length"), int) or chain["length"] < 0:
+    length = chain.get("length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         return "gateway.audit_chain.length must be a non-negative integer"
     summary = gw["call_summary"]
     if set(summary) != set(audit.SUMMARY_KEYS) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in summary.values()
+        _count(v) for v in summary.values()
     ):
         return f"gateway.call_summary must hold exactly the counters {list(audit.SUMMARY_KEYS)}"
     if not isinstance(gw["attestation"].get("type"), str):
         return "gateway.attestation.type must be a string"
+    if not isinstance(gw["attestation"].get("binding"), dict):
+        return "gateway.attestation.binding must be an object"
+    if not is_digest(gw["catalog"].get("hash")):
+        return "gateway.catalog.hash must be a sha256:<hex> digest"
     if "shadow" in gw:
         return _shadow_shape(gw["shadow"])
     return None
@@ -167,39 +190,71 @@ def _shadow_shape(shadow: Any) -> str | None:
 def _check_profile_and_schema(trace: dict[str, Any], report: Report) -> bool:
     profile = trace.get("eat_profile")
     if profile == TRACE_PROFILE_V01:
-        report.fail("trace.profile", "TRACE v0.1 profile is superseded; v0.2 verifiers reject it")
+        report.fail(
+            "trace.profile",
+            f"found the superseded TRACE v0.1 profile; expected {TRACE_PROFILE!r}",
+        )
         return False
-    if not report.add("trace.profile", profile == TRACE_PROFILE, str(profile)):
+    if not report.add(
+        "trace.profile",
+        profile == TRACE_PROFILE,
+        TRACE_PROFILE,
+        failed=f"expected eat_profile {TRACE_PROFILE!r}, found {str(profile)[:80]!r}",
+    ):
         return False
     errors = trace_record_errors(trace)
-    return report.add("trace.schema", not errors, "; ".join(errors[:3]) or "TRACE v0.2 schema")
+    return report.add(
+        "trace.schema",
+        not errors,
+        "TRACE v0.2 schema",
+        failed="not a TRACE v0.2 record: " + "; ".join(errors[:3]),
+    )
 
 
 def _check_consistency(trace: dict[str, Any], gw: dict[str, Any], report: Report) -> None:
     problems = []
-    if gw["bundle"].get("hash") != trace["policy"]["bundle_hash"]:
-        problems.append("gateway.bundle.hash differs from trace.policy.bundle_hash")
-    transcript = trace.get("tool_transcript")
-    if transcript is None:
-        problems.append("trace.tool_transcript is missing")
-    else:
-        if transcript.get("hash") != gw["transcript"].get("hash"):
-            problems.append("transcript hash differs between trace and gateway")
-        if transcript.get("call_count") != gw["call_summary"]["calls"]:
-            problems.append("tool_transcript.call_count differs from call_summary.calls")
+    transcript = trace.get("tool_transcript") or {}
     kind = gw["attestation"]["type"]
-    expected_platform = PLATFORM_BY_EVIDENCE.get(kind, "unknown")
-    if expected_platform is not None and trace["runtime"]["platform"] != expected_platform:
-        problems.append(
-            f"runtime.platform {trace['runtime']['platform']!r} does not fit evidence type {kind!r}"
-        )
-    report.add("claim.consistency", not problems, "; ".join(problems) or "trace and gateway agree")
+    for what, stated, expected in (
+        ("gateway.bundle.hash", gw["bundle"].get("hash"), trace["policy"]["bundle_hash"]),
+        ("gateway.transcript.hash", gw["transcript"].get("hash"), transcript.get("hash")),
+        (
+            "trace.tool_transcript.call_count",
+            transcript.get("call_count"),
+            gw["call_summary"]["calls"],
+        ),
+        (
+            f"trace.runtime.platform (evidence type {_short(kind)})",
+            trace["runtime"]["platform"],
+            PLATFORM_BY_EVIDENCE.get(kind, "unknown"),
+        ),
+    ):
+        if expected is not None and stated != expected:
+            problems.append(f"{what} is {_short(stated)}, expected {_short(expected)}")
+    if "tool_transcript" not in trace:
+        problems.append("trace.tool_transcript is missing")
+    report.add(
+        "claim.consistency",
+        not problems,
+        "trace and gateway agree",
+        failed="; ".join(problems),
+    )
+
+
+def _short(value: Any) -> str:
+    """A value for a failure detail: digests as they are, anything else as a short repr."""
+    text = value if is_digest(value) else repr(value)
+    return text if len(text) <= 90 else text[:89] + "…"
 
 
 def _check_freshness(iat: int, policy: ClaimPolicy, report: Report) -> None:
     now = int(policy.now().timestamp())
     if iat > now + CLOCK_SKEW_SECONDS:
-        report.fail("claim.freshness", f"issued {iat - now} s in the future")
+        report.fail(
+            "claim.freshness",
+            f"issued {iat - now} s in the future; expected at most {CLOCK_SKEW_SECONDS} s "
+            "ahead (clock skew)",
+        )
     elif policy.max_age_seconds == 0:
         report.warn("claim.freshness", f"age {now - iat} s; staleness check disabled")
     else:
@@ -208,6 +263,7 @@ def _check_freshness(iat: int, policy: ClaimPolicy, report: Report) -> None:
             "claim.freshness",
             age <= policy.max_age_seconds,
             f"age {age} s (limit {policy.max_age_seconds} s)",
+            failed=f"issued {age} s ago; expected at most {policy.max_age_seconds} s (--max-age)",
         )
 
 
@@ -215,20 +271,33 @@ def _check_bundle(bundle_hash: str, policy: ClaimPolicy, report: Report) -> None
     if not policy.approved_bundle_hashes:
         report.skip("policy.bundle_hash", f"{bundle_hash} (no approved hash given: --bundle-hash)")
         return
-    ok = bundle_hash in policy.approved_bundle_hashes
     report.add(
-        "policy.bundle_hash", ok, bundle_hash if ok else f"{bundle_hash} is not an approved bundle"
+        "policy.bundle_hash",
+        bundle_hash in policy.approved_bundle_hashes,
+        bundle_hash,
+        failed=f"{bundle_hash} is not an approved bundle; expected one of "
+        + ", ".join(policy.approved_bundle_hashes),
     )
 
 
 def _check_nonce(
     trace: dict[str, Any], gw: dict[str, Any], policy: ClaimPolicy, report: Report
 ) -> bytes:
-    binding = gw["attestation"].get("binding") or {}
+    binding = gw["attestation"]["binding"]
     nonce = b64url_decode(binding.get("nonce", ""), what="attestation.binding.nonce")
+    if len(nonce) > MAX_NONCE_BYTES:
+        raise InputError(
+            f"attestation.binding.nonce is {len(nonce)} bytes; a nonce has at most "
+            f"{MAX_NONCE_BYTES}",
+            code="binding.nonce_too_long",
+        )
     runtime_nonce = trace["runtime"].get("nonce")
     if runtime_nonce is not None and runtime_nonce != b64url_encode(nonce):
-        report.fail("claim.nonce", "runtime.nonce differs from the bound nonce")
+        report.fail(
+            "claim.nonce",
+            f"trace.runtime.nonce {_short(runtime_nonce)} differs from the bound nonce "
+            f"{b64url_encode(nonce)!r} (attestation.binding.nonce)",
+        )
     elif policy.nonce is None:
         report.skip("claim.nonce", "no nonce required (--nonce)")
     else:
@@ -236,6 +305,8 @@ def _check_nonce(
             "claim.nonce",
             hmac.compare_digest(nonce, policy.nonce),
             "bound nonce equals the verifier's nonce",
+            failed="bound nonce (attestation.binding.nonce) is not the verifier's --nonce: "
+            + bytes_mismatch(policy.nonce, nonce),
         )
     return nonce
 
@@ -243,20 +314,19 @@ def _check_nonce(
 def _check_binding(
     trace: dict[str, Any], gw: dict[str, Any], nonce: bytes, report: Report
 ) -> bytes:
-    catalog_hash = gw["catalog"].get("hash", "")
-    if not isinstance(catalog_hash, str):
-        catalog_hash = ""
     expected = binding_digest(
-        jwk_thumbprint(trace["cnf"]["jwk"]), trace["policy"]["bundle_hash"], catalog_hash, nonce
+        jwk_thumbprint(trace["cnf"]["jwk"]),
+        trace["policy"]["bundle_hash"],
+        gw["catalog"]["hash"],
+        nonce,
     )
-    stated = (gw["attestation"].get("binding") or {}).get("digest")
-    ok = isinstance(stated, str) and stated == b64url_encode(expected)
+    stated = gw["attestation"]["binding"].get("digest")
     report.add(
         "attestation.binding",
-        ok,
-        "binding digest = H(key thumbprint, bundle, catalog, nonce)"
-        if ok
-        else "stated binding digest does not match the key, bundle, catalog and nonce",
+        isinstance(stated, str) and stated == b64url_encode(expected),
+        "binding digest = H(key thumbprint, bundle, catalog, nonce)",
+        failed=f"attestation.binding.digest is {_short(stated)}; the key, bundle, catalog and "
+        f"nonce of this claim give {b64url_encode(expected)!r}",
     )
     return expected
 
@@ -269,15 +339,23 @@ def _check_evidence(
     if kind == "software":
         msg = "software-only: no hardware root of trust"
         if trace["appraisal"].get("status") != "none":
-            report.fail("attestation.evidence", "software-only claim with an appraisal status")
+            status = _short(trace["appraisal"].get("status"))
+            report.fail(
+                "attestation.evidence",
+                f"software-only claim with appraisal status {status}, expected 'none'",
+            )
         elif policy.allow_software:
             report.warn("attestation.evidence", msg + " (accepted: --allow-software)")
         else:
-            report.fail("attestation.evidence", msg)
+            report.fail("attestation.evidence", msg + "; expected hardware evidence")
+        _check_measurement(trace, None, policy, report)
         return
     kinds = evidence_types()
     if kind not in kinds:
-        report.fail("attestation.evidence", f"unknown evidence type {kind!r}")
+        report.fail(
+            "attestation.evidence",
+            f"unknown evidence type {_short(kind)}; expected one of {', '.join(sorted(kinds))}",
+        )
         return
     if not isinstance(att.get("evidence"), dict):
         report.fail("attestation.evidence", "attestation.evidence must be an object")
@@ -293,14 +371,7 @@ def _check_evidence(
         report.fail(f"{kind}.evidence", exc.message)
         return
     report.extend(sub, prefix=f"{kind}.")
-    if sub.report_data is None:
-        report.fail("attestation.report_data", "evidence carries no report data")
-    else:
-        report.add(
-            "attestation.report_data",
-            evidence_carries_binding(kind, sub.report_data, binding),
-            "hardware report data carries the binding digest",
-        )
+    _check_report_data(kind, sub.report_data, binding, report)
     _check_platform(kind, trace, sub, report)
     _check_bundle_measurement(trace, sub, report)
     _check_measurement(trace, sub, policy, report)
@@ -313,9 +384,12 @@ def _check_platform(kind: str, trace: dict[str, Any], sub: EvidenceReport, repor
     if PLATFORM_BY_EVIDENCE.get(kind) is not None or sub.platform is None:
         return
     stated = trace["runtime"]["platform"]
-    ok = stated == sub.platform
     report.add(
-        "runtime.platform", ok, f"{stated!r} {'is' if ok else 'is not'} the evidence's platform"
+        "runtime.platform",
+        stated == sub.platform,
+        f"{stated!r} is the evidence's platform",
+        failed=f"runtime.platform is {_short(stated)}, expected the evidence's platform "
+        f"{sub.platform!r}",
     )
 
 
@@ -328,15 +402,18 @@ def _check_bundle_measurement(trace: dict[str, Any], sub: EvidenceReport, report
     try:
         expected = bundle_measurement(trace["policy"]["bundle_hash"])
     except ValueError:
-        report.fail("attestation.bundle_measurement", "policy.bundle_hash is not a sha256 digest")
+        report.fail(
+            "attestation.bundle_measurement",
+            f"policy.bundle_hash is {_short(trace['policy']['bundle_hash'])}, expected a sha256 "
+            "digest",
+        )
         return
-    ok = hmac.compare_digest(recorded, expected)
     report.add(
         "attestation.bundle_measurement",
-        ok,
-        "the TEE recorded the claim's policy bundle"
-        if ok
-        else "the bundle the TEE recorded is not the claim's policy.bundle_hash",
+        hmac.compare_digest(recorded, expected),
+        "the TEE recorded the claim's policy bundle",
+        failed="the bundle the TEE recorded is not the claim's policy.bundle_hash: "
+        + bytes_mismatch(expected, recorded),
     )
 
 
@@ -353,73 +430,137 @@ def _check_gpu(gpu: Any, binding: bytes, policy: ClaimPolicy, report: Report) ->
     report.extend(sub, prefix="gpu.")
 
 
+def _check_report_data(kind: str, actual: bytes | None, binding: bytes, report: Report) -> None:
+    """The hardware report data must carry the binding digest in the form ``kind`` uses
+    (see :mod:`cmcp_verifier.binding`)."""
+    if actual is None:
+        report.fail("attestation.report_data", "evidence carries no report data")
+        return
+    expected = expected_report_data(kind, actual, binding)
+    report.add(
+        "attestation.report_data",
+        hmac.compare_digest(actual, expected),
+        "hardware report data carries the binding digest",
+        failed="hardware report data does not carry this claim's binding digest: "
+        + bytes_mismatch(expected, actual),
+    )
+
+
 def _check_measurement(
-    trace: dict[str, Any], sub: EvidenceReport, policy: ClaimPolicy, report: Report
+    trace: dict[str, Any], sub: EvidenceReport | None, policy: ClaimPolicy, report: Report
 ) -> None:
     stated = trace["runtime"]["measurement"]
-    if sub.measurement is not None:
+    if sub is not None and sub.measurement is not None:
         report.add(
             "runtime.measurement",
             stated == sub.measurement,
-            f"runtime.measurement {'matches' if stated == sub.measurement else 'differs from'}"
-            " the evidence",
+            f"runtime.measurement matches the evidence ({sub.measurement})",
+            failed=f"runtime.measurement is {_short(stated)}, the evidence measured "
+            f"{sub.measurement}",
         )
     pin = policy.evidence.expected_measurement
     if pin is not None:
-        report.add("runtime.expected_measurement", stated == pin, f"pinned {pin}")
+        report.add(
+            "runtime.expected_measurement",
+            stated == pin,
+            f"pinned {pin}",
+            failed=f"runtime.measurement is {_short(stated)}, expected the pinned {pin} "
+            "(--expected-measurement)",
+        )
 
 
-def _is_chain_prefix(records: list[audit.AuditRecord], length: int) -> bool:
-    """A whole chain (seq 0, 1, 2, … up to at least the claimed length), as opposed to a
-    session export — which may also start at seq 0 when the session made the first entry."""
-    return (
-        bool(records)
-        and len(records) >= length
-        and all(r.entry["seq"] == i for i, r in enumerate(records))
-    )
+class _AuditScan:
+    """One pass over the audit log given with a claim, following both readings at once: the
+    whole chain (seq 0, 1, 2, … up to at least the claimed length), or a session export
+    (which may also start at seq 0 when the session made the first entry)."""
+
+    def __init__(self, session: str, length: int) -> None:
+        self.session, self.length = session, length
+        self.chain = audit.ChainVerifier(keep_tips_at={length}, summarise_sessions=False)
+        self.count = 0
+        self.consecutive = True
+        self.link_error: CmcpError | None = None
+        self.foreign = 0  # entries of other sessions
+        self.mine = audit.SessionSummary()  # this session's entries up to the claimed length
+
+    def add(self, record: audit.AuditRecord) -> None:
+        entry = record.entry
+        self.consecutive = self.consecutive and entry["seq"] == self.count
+        if self.consecutive and self.link_error is None:
+            try:
+                self.chain.add(record)
+            except CmcpError as exc:
+                self.link_error = exc
+        if entry.get("session") != self.session:
+            self.foreign += 1
+        elif entry["seq"] < self.length:
+            self.mine.add(record)
+        self.count += 1
+
+    @property
+    def full_chain(self) -> bool:
+        return self.count > 0 and self.consecutive and self.count >= self.length
 
 
-def _check_audit(trace: dict[str, Any], gw: dict[str, Any], log: bytes, report: Report) -> None:
+def _log_source(log: bytes | Path) -> contextlib.AbstractContextManager[bytes | BinaryIO]:
+    if isinstance(log, bytes):
+        return contextlib.nullcontext(log)
     try:
-        records = audit.read_log(log)
-    except CmcpError as exc:
-        report.fail(exc.code, exc.message)
-        return
-    session = gw["session_id"]
+        return open(log, "rb")
+    except OSError as exc:
+        raise InputError(
+            f"cannot read audit log {str(log)!r}: {exc.strerror}", code="audit.unreadable"
+        ) from None
+
+
+def _check_audit(
+    trace: dict[str, Any], gw: dict[str, Any], log: bytes | Path, report: Report
+) -> None:
     chain = gw["audit_chain"]
-    full_chain = _is_chain_prefix(records, chain["length"])
-    if full_chain:
-        try:
-            summary = audit.verify_chain(records, keep_tips_at={chain["length"]})
-        except CmcpError as exc:
-            report.fail(exc.code, exc.message)
+    scan = _AuditScan(gw["session_id"], chain["length"])
+    try:
+        with _log_source(log) as source:
+            for record in audit.iter_records(source):
+                scan.add(record)
+    except CmcpError as exc:
+        report.fail_error(exc)
+        return
+    if scan.full_chain:
+        if scan.link_error is not None:
+            report.fail_error(scan.link_error)
             return
-        ok = summary.root == chain["root"] and summary.tips.get(chain["length"]) == chain["tip"]
+        summary = scan.chain.summary
+        tip = summary.tips.get(chain["length"])
         report.add(
             "audit.chain",
-            ok,
-            f"{summary.length} entries re-hashed; root and tip at "
-            f"length {chain['length']} {'match' if ok else 'do not match'} the claim",
+            summary.root == chain["root"] and tip == chain["tip"],
+            f"{summary.length} entries re-hashed; root and tip at length {chain['length']} "
+            "match the claim",
+            failed=f"{summary.length} entries re-hashed; the claim states root {chain['root']} "
+            f"and tip {chain['tip']} at length {chain['length']}, the log has root "
+            f"{summary.root} and tip {tip}",
         )
     else:
         report.skip("audit.chain", "session export: per-entry hashes only (no chain prefix)")
-    mine = [
-        r for r in records if r.entry.get("session") == session and r.entry["seq"] < chain["length"]
-    ]
-    if not full_chain and any(r.entry.get("session") != session for r in records):
-        report.fail("audit.session", "export contains entries of other sessions")
-        return
-    session_summary = audit.SessionSummary()
-    for r in mine:
-        session_summary.add(r)
-    transcript = audit.session_transcript_hash(session, session_summary.entry_hashes)
+        if scan.foreign:
+            report.fail(
+                "audit.session",
+                f"export contains {scan.foreign} entries of other sessions; expected only "
+                f"session {gw['session_id']!r}",
+            )
+            return
+    mine = scan.mine
+    transcript = audit.session_transcript_hash(gw["session_id"], mine.entry_hashes)
     report.add(
         "audit.transcript",
         transcript == gw["transcript"].get("hash"),
-        f"{len(mine)} session entries hash to the claimed transcript",
+        f"{len(mine.entry_hashes)} session entries hash to the claimed transcript",
+        failed=f"{len(mine.entry_hashes)} session entries hash to {transcript}; the claim "
+        f"states {_short(gw['transcript'].get('hash'))}",
     )
     report.add(
         "audit.counters",
-        session_summary.counts == gw["call_summary"],
-        f"log counts {session_summary.counts}",
+        mine.counts == gw["call_summary"],
+        f"log counts {mine.counts}",
+        failed=f"log counts {mine.counts}; the claim states {gw['call_summary']}",
     )

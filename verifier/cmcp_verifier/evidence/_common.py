@@ -86,6 +86,11 @@ def read_input(path: str | Path, *, what: str, limit: int = MAX_INPUT_BYTES) -> 
         ) from None
 
 
+def read_optional(path: str | Path | None, *, what: str) -> bytes | None:
+    """:func:`read_input` for an optional file: None when no path was given."""
+    return None if path is None else read_input(path, what=what)
+
+
 def hex_or_raw(data: bytes) -> bytes:
     """Bytes given either raw or as hex text (whitespace allowed)."""
     stripped = data.strip()
@@ -115,6 +120,12 @@ def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
     return cert
 
 
+def short_reason(exc: Exception, limit: int = 120) -> str:
+    """A parser's complaint, shortened for a one-line message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
     """One certificate from PEM (trailing NULs ignored) or DER."""
     try:
@@ -125,12 +136,13 @@ def load_certificate(data: bytes, *, what: str) -> x509.Certificate:
             return _fully_parsed(x509.load_der_x509_certificate(data))
     except _CERT_ERRORS as exc:
         raise InputError(
-            f"{what} is not an X.509 certificate: {exc}", code="cert.malformed"
+            f"{what} is not an X.509 certificate: {short_reason(exc)}", code="cert.malformed"
         ) from None
 
 
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle (trailing NULs ignored), or of concatenated DER.
+    """All certificates (at least one) of a PEM bundle (trailing NULs ignored), or of
+    concatenated DER.
 
     A DER certificate may well end in a zero byte, so NULs are only stripped from PEM.
     """
@@ -147,11 +159,22 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             else:
                 parts = split_concatenated(data, what=what)
                 certs = [x509.load_der_x509_certificate(d) for d in parts]
+            if not certs:
+                raise ValueError("empty")
             return [_fully_parsed(c) for c in certs]
     except _CERT_ERRORS as exc:
         raise InputError(
-            f"{what} holds no readable certificate: {exc}", code="cert.malformed"
+            f"{what} holds no readable certificate: {short_reason(exc)}", code="cert.malformed"
         ) from None
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The subject CN (or the whole subject when it has none), for messages and lookups."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if names:
+        value = names[0].value
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return cert.subject.rfc4514_string() or "(empty subject)"
 
 
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -182,7 +205,7 @@ def chain_problems(
         name = cert.subject.rfc4514_string() or "(empty subject)"
         if not issued_by(cert, issuer):
             problems.append(f"{name} is not signed by {issuer.subject.rfc4514_string()}")
-        if not _is_ca(issuer):
+        if not is_ca(issuer):
             problems.append(f"{issuer.subject.rfc4514_string()} is not a CA certificate")
     for cert in full:
         if at is not None and not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
@@ -193,7 +216,8 @@ def chain_problems(
     return problems
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """True for a certificate whose basic constraints make it a CA."""
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:

@@ -83,6 +83,21 @@ def der_integer(data: bytes, *, what: str) -> int:
     return int.from_bytes(tlv.content, "big", signed=True)
 
 
+def oid_string(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's content ("" when empty)."""
+    if not content:
+        return ""
+    first = min(content[0] // 40, 2)
+    parts = [first, content[0] - 40 * first]
+    value = 0
+    for byte in content[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(map(str, parts))
+
+
 def walk(data: bytes, *, what: str = "DER value", depth: int = 0) -> Iterator[Tlv]:
     """Every element in ``data`` (a sequence of elements), depth first."""
     if depth > MAX_DEPTH:

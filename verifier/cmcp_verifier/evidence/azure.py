@@ -261,7 +261,7 @@ def _check_hardware(
         report.fail("tdx.quote", exc.message)
         return None
     sub = verify_td_quote(quote, evidence.collateral, _no_raw_checks(policy))
-    report.extend(sub)  # the TDX checks are named tdx.* already
+    report.extend(sub, prefix="tdx.")
     report.measurement = sub.measurement
     report.facts["tdx"] = sub.facts
     mismatch = _td_mismatch(quote, hcl.hw_report)

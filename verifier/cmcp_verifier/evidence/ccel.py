@@ -42,7 +42,7 @@ def parse_ccel_table(data: bytes) -> CcelTable:
 
 def replay_rtmrs(log: EventLog) -> tuple[bytes, ...]:
     """RTMR0..3 as the log's SHA-384 digests extend them from zero."""
-    if ALG_SHA384 not in log.spec_id.digest_sizes:
+    if ALG_SHA384 not in log.digest_sizes:
         raise InputError("CCEL event log carries no SHA-384 digests", code="ccel.alg")
     values = replay(log.events, ALG_SHA384, indices=range(1, RTMR_COUNT + 1))
     return tuple(values[i] for i in range(1, RTMR_COUNT + 1))

@@ -42,13 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..digests import b64url_decode
 from ..errors import InputError
+from ..report import bytes_mismatch
 from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
     Reader,
-    _is_ca,
     chain_problems,
     hex_or_raw,
+    is_ca,
     load_certificates,
     read_input,
 )
@@ -259,7 +260,7 @@ class _Verification:
             problems = chain_problems(list(chain), anchor, at=self.policy.now())
             if not problems:
                 break
-        if _is_ca(chain[0]):
+        if is_ca(chain[0]):
             problems.append(f"leaf {chain[0].subject.rfc4514_string()} is a CA certificate")
         self.out.add(
             "cert.chain",
@@ -301,7 +302,10 @@ class _Verification:
             return
         ok = hmac.compare_digest(expected, self.spdm.nonce)
         self.out.add(
-            "nonce", ok, f"request nonce {'equals' if ok else 'differs from'} {expected.hex()}"
+            "nonce",
+            ok,
+            f"request nonce equals {expected.hex()}",
+            failed="request nonce differs: " + bytes_mismatch(expected, self.spdm.nonce),
         )
 
     def check_rims(self, rims: Sequence[bytes]) -> None:
@@ -376,7 +380,7 @@ def verify_gpu_report(
     try:
         v.check_chain(chain)
     except InputError as exc:  # e.g. the roots file is missing from --roots DIR
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     if chain:
         v.check_fwid(chain[0])
         v.check_signature(chain[0])

@@ -41,19 +41,21 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509.oid import NameOID
 
 from ..digests import b64url_decode
 from ..errors import InputError
-from ..roots import root_bytes
+from ..report import bytes_mismatch
+from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
 from ._common import (
     chain_problems,
+    common_name,
     hex_or_raw,
     issued_by,
     load_certificate,
     load_certificates,
     read_input,
+    read_optional,
 )
 from ._der import der_integer, read_whole
 
@@ -311,21 +313,17 @@ class AmdRoots:
     asvk: x509.Certificate | None
 
 
-def _common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    value = names[0].value if names else ""
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
 def pinned_amd_roots(policy: EvidencePolicy) -> list[AmdRoots]:
     """The pinned AMD roots per product; a product whose file is missing is not trusted."""
     found: list[AmdRoots] = []
     for product in PRODUCTS:
         try:
-            data = root_bytes(f"amd-{product.lower()}-ask-ark-asvk.pem", policy.roots_dir)
-        except InputError:
-            continue
-        by_cn = {_common_name(c): c for c in load_certificates(data, what=f"AMD {product} roots")}
+            certs = root_certificates(f"amd-{product.lower()}-ask-ark-asvk.pem", policy.roots_dir)
+        except InputError as exc:
+            if exc.code == "roots.missing":
+                continue
+            raise
+        by_cn = {common_name(c): c for c in certs}
         ark = by_cn.get(f"ARK-{product}")
         if ark is not None:
             found.append(
@@ -424,7 +422,7 @@ class _Verification:
         self.product: AmdRoots | None = None
 
     def check_kind(self, cert: x509.Certificate, kind: str) -> bool:
-        cn = _common_name(cert)
+        cn = common_name(cert)
         expected = "SEV-VLEK" if kind == "vlek" else "SEV-VCEK"
         if not _is_p384(cert):
             return self.out.add("cert.kind", False, f"{cn!r} does not hold a P-384 key")
@@ -459,13 +457,13 @@ class _Verification:
                         "cert.chain",
                         not problems,
                         "; ".join(problems)
-                        or f"{kind.upper()} ← {via} {_common_name(inter)} ← ARK-{root.product}",
+                        or f"{kind.upper()} ← {via} {common_name(inter)} ← ARK-{root.product}",
                     )
                     return
         pinned_names = ", ".join(r.product for r in roots)
         self.out.fail(
             "cert.chain",
-            f"{_common_name(cert)} (issuer {cert.issuer.rfc4514_string()}) is not signed by a "
+            f"{common_name(cert)} (issuer {cert.issuer.rfc4514_string()}) is not signed by a "
             f"pinned AMD {'ASVK' if kind == 'vlek' else 'ASK'} ({pinned_names})",
         )
 
@@ -524,7 +522,9 @@ class _Verification:
         self.out.add(
             "cert.chip_id",
             ok,
-            f"hwID {'matches' if ok else 'differs from'} CHIP_ID {chip[:8].hex()}…",
+            f"hwID matches CHIP_ID {chip[:8].hex()}…",
+            failed="the VCEK's hwID is not the report's CHIP_ID: "
+            + bytes_mismatch(chip, hwid, limit=16),
         )
 
     def check_guest_policy(self) -> None:
@@ -549,8 +549,9 @@ class _Verification:
             self.out.add(
                 "report_data",
                 ok,
-                f"REPORT_DATA {'equals' if ok else 'differs from'} the expected "
-                f"{expected_report_data.hex()[:32]}… (zero padded)",
+                f"REPORT_DATA equals the expected {expected_report_data.hex()[:32]}… (zero padded)",
+                failed="REPORT_DATA differs from the expected value (zero padded): "
+                + bytes_mismatch(want, self.snp.report_data),
             )
         pin = self.policy.expected_measurement
         if pin is not None:
@@ -576,7 +577,7 @@ def _stray_certificates(supplied: Iterable[x509.Certificate], roots: list[AmdRoo
         if c.fingerprint(hashes.SHA256()) in pinned:
             continue
         if not any(issued_by(c, r.ark) for r in roots):
-            return _common_name(c) or c.subject.rfc4514_string()
+            return common_name(c)
     return None
 
 
@@ -658,7 +659,7 @@ def verify_snp_report(
                 v.check_tcb(cert)
             v.check_chip_id(cert, kind)
     except InputError as exc:
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     v.check_guest_policy()
     v.check_expected(expected_report_data)
     v.out.facts["sev_snp"] = snp.facts(v.product.product if v.product else None)
@@ -671,14 +672,14 @@ def verify_endorsement_chain(
     """Check a VCEK or VLEK certificate alone: its chain to a pinned AMD root."""
     v = _Verification(None, policy)
     v.out.subject = "AMD SEV-SNP endorsement certificate"
-    kind = "vlek" if _common_name(cert) == "SEV-VLEK" else "vcek"
+    kind = "vlek" if common_name(cert) == "SEV-VLEK" else "vcek"
     try:
         if v.check_kind(cert, kind):
             v.check_chain(cert, kind, chain)
     except InputError as exc:
-        v.out.fail(exc.code, exc.message)
+        v.out.fail_error(exc)
     v.out.facts["sev_snp"] = {
-        "certificate": _common_name(cert),
+        "certificate": common_name(cert),
         "product": v.product.product if v.product else None,
         "product_name": _cert_product_name(cert),
     }
@@ -725,11 +726,9 @@ class SevSnp:
             load_certificate(read_input(vcek_path, what="VCEK"), what="VCEK") if vcek_path else None
         )
         chain_path = getattr(args, "snp_chain", None)
-        chain = _cert_list(
-            read_input(chain_path, what="chain") if chain_path else None, what="--chain"
-        )
+        chain = _cert_list(read_optional(chain_path, what="chain"), what="--chain")
         table_path = getattr(args, "snp_cert_table", None)
-        table = read_input(table_path, what="certificate table") if table_path else None
+        table = read_optional(table_path, what="certificate table")
         if report_path is None:
             assert vcek is not None
             return verify_endorsement_chain(vcek, policy, chain=chain)

@@ -1,26 +1,27 @@
 """Intel TDX quote verification (evidence type ``tdx``).
 
-What is checked, in order (each a named check in the report):
+What is checked, in order (each a named check in the report; a claim's report prefixes them
+with ``tdx.``):
 
-- ``tdx.quote.format``: a v4 or v5 quote with a TD report body, ECDSA P-256 attestation
+- ``quote.format``: a v4 or v5 quote with a TD report body, ECDSA P-256 attestation
   key; zero padding after the signature data is ignored, other trailing bytes fail
-  ``tdx.quote.trailing``.
-- ``tdx.quote.signature``: the attestation key's ECDSA P-256 signature over header ‖ body.
-- ``tdx.pck.chain``: the PCK certificate chain in the quote up to the pinned Intel SGX Root CA
+  ``quote.trailing``.
+- ``quote.signature``: the attestation key's ECDSA P-256 signature over header ‖ body.
+- ``pck.chain``: the PCK certificate chain in the quote up to the pinned Intel SGX Root CA
   (``intel-sgx-root-ca.pem``), valid at the evaluation time (``--at``, default now).
-- ``tdx.qe.signature``: the QE report signed by the PCK key; ``tdx.qe.binding``: the QE report
+- ``qe.signature``: the QE report signed by the PCK key; ``qe.binding``: the QE report
   data is SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes.
-- ``tdx.td.debug``: TDATTRIBUTES.DEBUG is off (or ``allow_debug``).
-- with collateral: ``tdx.collateral.tcb_info`` / ``.qe_identity`` (ECDSA signature over the
+- ``td.debug``: TDATTRIBUTES.DEBUG is off (or ``allow_debug``).
+- with collateral: ``collateral.tcb_info`` / ``.qe_identity`` (ECDSA signature over the
   exact JSON bytes, issuer chain to the Intel root), ``.pck_crl`` / ``.root_crl`` (signatures,
   revocation of the PCK certificate and the intermediates), ``.validity`` (every item current at
   the evaluation time; expired items only warn with ``allow_expired_collateral``), then
-  ``tdx.tcb``: Intel's TCB level evaluation (platform SVNs from the PCK certificate, TDX
+  ``tcb``: Intel's TCB level evaluation (platform SVNs from the PCK certificate, TDX
   module from TEE_TCB_SVN and its identity, the QE from its identity). UpToDate passes;
   SWHardeningNeeded, ConfigurationNeeded and TDRelaunchAdvised warn (fail with
   ``strict_tcb``); OutOfDate, Revoked and "no matching level" fail. Without collateral the TCB
-  status is unknown: ``tdx.tcb`` warns (fails with ``strict_tcb``).
-- with a CCEL event log: ``tdx.ccel``: replaying its SHA-384 digests reproduces RTMR0-3.
+  status is unknown: ``tcb`` warns (fails with ``strict_tcb``).
+- with a CCEL event log: ``ccel``: replaying its SHA-384 digests reproduces RTMR0-3.
 
 Nothing is fetched from the network: Intel PCS fetching is not implemented; with
 ``allow_network`` and missing collateral a warning says so.
@@ -46,19 +47,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..binding import report_data_matches
+from ..binding import report_data
 from ..digests import b64url_decode
 from ..errors import InputError
+from ..report import bytes_mismatch
 from ..roots import root_certificates
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import chain_problems, load_certificates, read_input
+from ._common import (
+    chain_problems,
+    common_name,
+    load_certificates,
+    read_input,
+    read_optional,
+)
 from .ccel import CC_TYPE_TDX, parse_ccel_table, replay_rtmrs
 from .tcg_eventlog import parse_event_log
 from .tdx_appraisal import (
     TdxCollateral,
     TdxOptions,
     check_collateral,
-    common_name,
     ecdsa_p256_ok,
 )
 from .tdx_quote import BODY_TD15, INTEL_QE_VENDOR_ID, TdQuote, parse_quote
@@ -109,13 +116,13 @@ def _check_format(q: TdQuote, report: EvidenceReport) -> None:
     vendor = "Intel QE" if q.header.qe_vendor_id == INTEL_QE_VENDOR_ID else "non-Intel QE vendor"
     padding = f", {q.padding} bytes of zero padding ignored" if q.padding else ""
     report.passed(
-        "tdx.quote.format",
+        "quote.format",
         f"quote v{q.header.version}, {report.facts['td_report']} report body, ECDSA P-256, "
         f"{vendor}{padding}",
     )
     if q.trailing:
         report.fail(
-            "tdx.quote.trailing", f"{len(q.trailing)} unexpected bytes after the signature data"
+            "quote.trailing", f"{len(q.trailing)} unexpected bytes after the signature data"
         )
 
 
@@ -125,7 +132,7 @@ def _check_pck_chain(
     try:
         chain = load_certificates(q.pck_chain_pem, what="PCK certificate chain")
     except InputError as exc:
-        report.fail("tdx.pck.chain", exc.message)
+        report.fail("pck.chain", exc.message)
         return None
     problems = chain_problems(chain, root, at=at)
     if len(chain) < 2:
@@ -135,7 +142,7 @@ def _check_pck_chain(
         # The chain is not signed as text: only its canonical form leaves no byte unchecked.
         problems.append("the PEM chain is not in canonical form (64-column base64, LF)")
     report.add(
-        "tdx.pck.chain",
+        "pck.chain",
         not problems,
         "; ".join(problems)
         or f"{common_name(chain[0])} ← {common_name(chain[1])} ← pinned {common_name(root)}",
@@ -145,46 +152,56 @@ def _check_pck_chain(
 
 def _check_qe(q: TdQuote, pck: x509.Certificate | None, report: EvidenceReport) -> None:
     if pck is None:
-        report.fail("tdx.qe.signature", "not checked: no valid PCK certificate")
+        report.fail("qe.signature", "not checked: no valid PCK certificate")
     else:
         report.add(
-            "tdx.qe.signature",
+            "qe.signature",
             ecdsa_p256_ok(pck.public_key(), q.qe_report_signature, q.qe_report.raw),
             "QE report signed by the PCK key",
+            failed="the QE report signature does not verify with the PCK certificate's key",
         )
     expected = hashlib.sha256(q.attestation_key + q.qe_auth_data).digest() + bytes(32)
     report.add(
-        "tdx.qe.binding",
+        "qe.binding",
         hmac.compare_digest(q.qe_report.report_data, expected),
         "QE report data = SHA-256(attestation key ‖ QE auth data)",
+        failed="QE report data is not SHA-256(attestation key ‖ QE auth data) ‖ 0^32: "
+        + bytes_mismatch(expected, q.qe_report.report_data),
     )
 
 
 def _check_quote(q: TdQuote, policy: EvidencePolicy, report: EvidenceReport) -> None:
     key = _attestation_key(q.attestation_key)
     report.add(
-        "tdx.quote.signature",
+        "quote.signature",
         key is not None and ecdsa_p256_ok(key, q.signature, q.signed_data),
-        "attestation key signs header ‖ TD report body"
+        "attestation key signs header ‖ TD report body",
+        failed="the ECDSA P-256 signature over header ‖ TD report body does not verify with "
+        "the quote's attestation key"
         if key is not None
         else "attestation key is not a P-256 point",
     )
     if not q.body.debug:
-        report.passed("tdx.td.debug", "TDATTRIBUTES.DEBUG = 0")
+        report.passed("td.debug", "TDATTRIBUTES.DEBUG = 0")
     elif policy.allow_debug:
-        report.warn("tdx.td.debug", "debug TD accepted (allow debug)")
+        report.warn("td.debug", "debug TD accepted (allow debug)")
     else:
-        report.fail("tdx.td.debug", "TD DEBUG=1: the host can read and alter the TD")
+        report.fail("td.debug", "TD DEBUG=1: the host can read and alter the TD")
     if policy.nonce is not None:
+        expected = report_data(policy.nonce[:64])
         report.add(
-            "tdx.nonce",
-            len(policy.nonce) <= 64 and report_data_matches(q.body.report_data, policy.nonce),
+            "nonce",
+            len(policy.nonce) <= 64 and hmac.compare_digest(q.body.report_data, expected),
             "REPORTDATA carries the nonce",
+            failed="REPORTDATA is not the nonce zero padded to 64 bytes: "
+            + bytes_mismatch(
+                policy.nonce if len(policy.nonce) > 64 else expected, q.body.report_data
+            ),
         )
     pin = policy.expected_measurement
     if pin is not None:
         same = pin == report.measurement
-        report.add("tdx.measurement", same, f"MRTD {'matches' if same else 'differs from'} {pin}")
+        report.add("measurement", same, f"MRTD {'matches' if same else 'differs from'} {pin}")
 
 
 # --- event log ----------------------------------------------------------------------------
@@ -197,17 +214,18 @@ def _check_event_log(q: TdQuote, log: bytes, acpi: bytes | None, report: Evidenc
             if table.cc_type != CC_TYPE_TDX or len(log) > table.log_area_length:
                 raise InputError(
                     f"CCEL table (type {table.cc_type}, log area {table.log_area_length} bytes) "
-                    f"does not describe a {len(log)}-byte TDX log"
+                    f"does not describe a {len(log)}-byte TDX log",
+                    code="ccel.table",
                 )
         parsed = parse_event_log(log, what="CCEL event log")
         rtmrs = replay_rtmrs(parsed)
     except InputError as exc:
-        report.fail("tdx.ccel", exc.message)
+        report.fail("ccel", exc.message)
         return
     wrong = [f"RTMR{i}" for i in range(4) if not hmac.compare_digest(rtmrs[i], q.body.rtmrs[i])]
     report.facts["ccel_events"] = len(parsed.events)
     report.add(
-        "tdx.ccel",
+        "ccel",
         not wrong,
         f"replaying {len(parsed.events)} events reproduces RTMR0-3"
         if not wrong
@@ -268,23 +286,6 @@ _FILE_OPTIONS = {  # TdxCollateral field -> command-line option
 _EMBEDDED = {"quote", "event_log", "acpi_table", *_FILE_OPTIONS}
 
 
-def _usage(message: str) -> Exception:
-    from ..cli import UsageError  # the CLI owns exit status 2; imported late (cli imports us)
-
-    return UsageError(message)
-
-
-def _read(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return read_input(path, what=what)
-    except InputError as exc:
-        if exc.code == "evidence.unreadable":
-            raise _usage(exc.message) from None
-        raise
-
-
 class TdxEvidence:
     """Intel TDX quotes (DCAP v4/v5) with optional collateral and CCEL event log."""
 
@@ -310,19 +311,21 @@ class TdxEvidence:
 
     def verify_files(self, args: argparse.Namespace, policy: EvidencePolicy) -> EvidenceReport:
         if not args.tdx_quote:
-            raise _usage("--type tdx needs --tdx-quote FILE")
-        quote = _read(args.tdx_quote, "TDX quote")
-        assert quote is not None
+            raise InputError("--type tdx needs --tdx-quote FILE", code="evidence.usage")
+        quote = read_input(args.tdx_quote, what="TDX quote")
         collateral = TdxCollateral(
-            **{attr: _read(getattr(args, attr), attr.replace("_", " ")) for attr in _FILE_OPTIONS}
+            **{
+                attr: read_optional(getattr(args, attr), what=attr.replace("_", " "))
+                for attr in _FILE_OPTIONS
+            }
         )
         return verify_td_quote(
             quote,
             collateral,
             policy,
             TdxOptions(args.tdx_allow_expired_collateral, args.tdx_strict_tcb),
-            event_log=_read(args.tdx_event_log, "CCEL event log"),
-            acpi_table=_read(args.tdx_acpi_table, "CCEL ACPI table"),
+            event_log=read_optional(args.tdx_event_log, what="CCEL event log"),
+            acpi_table=read_optional(args.tdx_acpi_table, what="CCEL ACPI table"),
         )
 
     def verify_embedded(self, evidence: dict[str, Any], policy: EvidencePolicy) -> EvidenceReport:

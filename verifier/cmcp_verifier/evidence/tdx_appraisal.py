@@ -1,7 +1,7 @@
 """Appraising a TDX quote with Intel's collateral: signatures and issuer chains of the TCB
 info and QE identity, CRLs, validity at the evaluation time, and the TCB status as checks.
 
-:func:`check_collateral` adds ``tdx.collateral.*`` and ``tdx.tcb`` checks to a report; the
+:func:`check_collateral` adds ``collateral.*`` and ``tcb`` checks to a report; the
 TCB algorithm itself is :mod:`.tdx_tcb`.
 """
 
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport
-from ._common import chain_problems, issued_by, load_certificates
+from ._common import chain_problems, common_name, issued_by, load_certificates, short_reason
 from .sgx_pck import PckTcb, parse_pck_extensions
 from .tdx_collateral import (
     QeIdentity,
@@ -105,22 +105,14 @@ class _Windows:
     def report(self, report: EvidenceReport, options: TdxOptions) -> None:
         when = f"at {self.at.isoformat()}"
         if self.early or (self.expired and not options.allow_expired_collateral):
-            report.fail(
-                "tdx.collateral.validity", f"{when}: " + "; ".join(self.early + self.expired)
-            )
+            report.fail("collateral.validity", f"{when}: " + "; ".join(self.early + self.expired))
         elif self.expired:
             report.warn(
-                "tdx.collateral.validity",
+                "collateral.validity",
                 f"{when}: " + "; ".join(self.expired) + " (accepted: allow expired collateral)",
             )
         else:
-            report.passed("tdx.collateral.validity", f"all collateral current {when}")
-
-
-def common_name(cert: x509.Certificate) -> str:
-    """The subject CN (or the whole subject when it has none), for messages."""
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()
+            report.passed("collateral.validity", f"all collateral current {when}")
 
 
 def ecdsa_p256_ok(key: Any, signature: bytes, data: bytes) -> bool:
@@ -190,8 +182,11 @@ def _load_crl(data: bytes, what: str) -> tuple[x509.CertificateRevocationList, s
                 crl = x509.load_der_x509_crl(data)
             _ = crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc
             return crl, {entry.serial_number for entry in crl}
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
-        raise InputError(f"{what} is not an X.509 CRL: {exc}", code="tdx.collateral.crl") from None
+    # cryptography raises TypeError for a name attribute of the wrong ASN.1 type (fuzz finding)
+    except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise InputError(
+            f"{what} is not an X.509 CRL: {short_reason(exc)}", code="tdx.collateral.crl"
+        ) from None
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, signer: x509.Certificate) -> bool:
@@ -251,11 +246,11 @@ def _pck_crl_signer(
     try:
         chain = load_certificates(col.pck_crl_chain, what="PCK CRL issuer chain")
     except InputError as exc:
-        report.fail("tdx.collateral.pck_crl", exc.message)
+        report.fail("collateral.pck_crl", exc.message)
         return None
     problems = chain_problems(chain, root, at=None)
     if problems:
-        report.fail("tdx.collateral.pck_crl", "PCK CRL issuer chain: " + "; ".join(problems))
+        report.fail("collateral.pck_crl", "PCK CRL issuer chain: " + "; ".join(problems))
         return None
     windows.add_certs(chain)
     return chain[0]
@@ -276,7 +271,7 @@ def _check_revocation(
             col.pck_crl,
             signer,
             [pck_chain[0]],
-            name="tdx.collateral.pck_crl",
+            name="collateral.pck_crl",
             what="PCK CRL",
             windows=windows,
             report=report,
@@ -287,7 +282,7 @@ def _check_revocation(
             col.root_crl,
             root,
             list(dict.fromkeys(intermediates)),
-            name="tdx.collateral.root_crl",
+            name="collateral.root_crl",
             what="root CA CRL",
             windows=windows,
             report=report,
@@ -307,11 +302,11 @@ def _judge_tcb(result: TcbResult, options: TdxOptions, report: EvidenceReport) -
     if result.advisory_ids:
         detail += f" (advisories {', '.join(result.advisory_ids)})"
     if result.status in ACCEPTABLE:
-        report.passed("tdx.tcb", detail)
+        report.passed("tcb", detail)
     elif result.status in ACCEPTABLE_WITH_WARNING and not options.strict_tcb:
-        report.warn("tdx.tcb", detail)
+        report.warn("tcb", detail)
     else:
-        report.fail("tdx.tcb", detail)
+        report.fail("tcb", detail)
 
 
 def check_collateral(
@@ -332,7 +327,7 @@ def check_collateral(
             col.tcb_info,
             col.tcb_info_chain or col.qe_identity_chain,
             member="tcbInfo",
-            name="tdx.collateral.tcb_info",
+            name="collateral.tcb_info",
             what="TCB info",
             option="--tcb-info-chain",
             parse=parse_tcb_info,
@@ -349,7 +344,7 @@ def check_collateral(
             col.qe_identity,
             col.qe_identity_chain or col.tcb_info_chain,
             member="enclaveIdentity",
-            name="tdx.collateral.qe_identity",
+            name="collateral.qe_identity",
             what="QE identity",
             option="--qe-identity-chain",
             parse=parse_qe_identity,
@@ -367,7 +362,7 @@ def check_collateral(
     missing = [option for attr, option in REQUIRED_OPTIONS.items() if getattr(col, attr) is None]
     if missing and not col.empty:
         (report.fail if options.strict_tcb else report.warn)(
-            "tdx.collateral", f"not supplied: {', '.join(missing)}" + _no_fetch(policy)
+            "collateral", f"not supplied: {', '.join(missing)}" + _no_fetch(policy)
         )
     unknown = "no collateral supplied" if col.empty else "no verified TCB info"
     _evaluate(q, pck_chain, info, identity, options, report, unknown + _no_fetch(policy))
@@ -394,7 +389,7 @@ def _evaluate(
         try:
             pck = parse_pck_extensions(pck_chain[0])
         except InputError as exc:
-            report.fail("tdx.pck.extensions", exc.message)
+            report.fail("pck.extensions", exc.message)
         else:
             report.facts.update(
                 fmspc=pck.fmspc.hex(), pce_svn=pck.pce_svn, cpu_svn=pck.cpu_svn.hex()
@@ -406,6 +401,6 @@ def _evaluate(
     qe_text = f"; QE {qe.status}: {qe.detail}" if qe else ""
     text = f"TCB status unknown: {unknown}{qe_text}"
     if options.strict_tcb or (qe is not None and qe.status not in ACCEPTABLE):
-        report.fail("tdx.tcb", text)
+        report.fail("tcb", text)
     else:
-        report.warn("tdx.tcb", text)
+        report.warn("tcb", text)

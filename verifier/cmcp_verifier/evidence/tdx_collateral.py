@@ -38,7 +38,7 @@ LEVEL_STATUSES = frozenset(
 MAX_COLLATERAL_BYTES = 1 << 20
 
 
-def _bad(message: str, code: str = "tdx.collateral.malformed") -> InputError:
+def _bad(message: str, *, code: str = "tdx.collateral.malformed") -> InputError:
     return InputError(message, code=code)
 
 
@@ -251,7 +251,7 @@ def parse_tcb_info(body: dict[str, Any]) -> TcbInfo:
     if body.get("id") != "TDX" or body.get("version") != 3:
         raise _bad(
             f"TCB info id {body.get('id')!r} version {body.get('version')!r} is not TDX version 3",
-            "tdx.collateral.tcb_info_kind",
+            code="tdx.collateral.tcb_info_kind",
         )
     modules: tuple[TdxModuleIdentity, ...] = ()
     if "tdxModuleIdentities" in body:
@@ -294,7 +294,7 @@ def parse_qe_identity(body: dict[str, Any]) -> QeIdentity:
     what = "QE identity"
     if body.get("version") != 2:
         raise _bad(
-            f"QE identity version {body.get('version')!r} is not 2", "tdx.collateral.qe_kind"
+            f"QE identity version {body.get('version')!r} is not 2", code="tdx.collateral.qe_kind"
         )
     return QeIdentity(
         id=_get(body, "id", str, what),

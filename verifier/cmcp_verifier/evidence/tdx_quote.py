@@ -42,7 +42,7 @@ MAX_QUOTE_BYTES = 1 << 20
 TD_ATTRIBUTE_DEBUG = 0x01  # TDATTRIBUTES bit 0 (TUD.DEBUG)
 
 
-def _bad(message: str, code: str = "tdx.quote.malformed") -> InputError:
+def _bad(message: str, *, code: str = "tdx.quote.malformed") -> InputError:
     return InputError(message, code=code)
 
 
@@ -118,13 +118,13 @@ def _header(r: Reader) -> QuoteHeader:
     r.take(4)  # reserved
     header = QuoteHeader(version, key_type, tee_type, r.take(16), r.take(20))
     if version not in (4, 5):
-        raise _bad(f"unsupported quote version {version} (4 and 5 are)", "tdx.quote.version")
+        raise _bad(f"unsupported quote version {version} (4 and 5 are)", code="tdx.quote.version")
     if tee_type != TEE_TYPE_TDX:
-        raise _bad(f"TEE type {tee_type:#x} is not TDX (0x81)", "tdx.quote.tee_type")
+        raise _bad(f"TEE type {tee_type:#x} is not TDX (0x81)", code="tdx.quote.tee_type")
     if key_type != ATTESTATION_KEY_ECDSA_P256:
         raise _bad(
             f"attestation key type {key_type} is not supported (2 = ECDSA P-256)",
-            "tdx.quote.key_type",
+            code="tdx.quote.key_type",
         )
     return header
 
@@ -171,7 +171,7 @@ def _cert_data(r: Reader, expected: int, what: str) -> bytes:
     if kind != expected:
         raise _bad(
             f"{what} has certification data type {kind}, expected {expected}",
-            "tdx.quote.cert_type",
+            code="tdx.quote.cert_type",
         )
     if size > r.remaining():
         raise _bad(f"{what} declares {size} bytes of certification data, {r.remaining()} remain")
@@ -181,7 +181,9 @@ def _cert_data(r: Reader, expected: int, what: str) -> bytes:
 def parse_quote(data: bytes) -> TdQuote:
     """Parse a TDX quote; raise :class:`InputError` (code ``tdx.quote.*``) when malformed."""
     if len(data) > MAX_QUOTE_BYTES:
-        raise _bad(f"quote is {len(data)} bytes (limit {MAX_QUOTE_BYTES})", "tdx.quote.too_large")
+        raise _bad(
+            f"quote is {len(data)} bytes (limit {MAX_QUOTE_BYTES})", code="tdx.quote.too_large"
+        )
     r = Reader(data, what="TDX quote")
     header = _header(r)
     body_type = BODY_TD10

@@ -2,7 +2,7 @@
 
 The verification itself is :mod:`.tpm_quote` (re-exported here: :func:`verify_quote`,
 :func:`verify_quotes`, :class:`Quote`); the building blocks are :mod:`.tpm_structures`,
-:mod:`.tpm_keys`, :mod:`.tpm_pcrs`, :mod:`.tcg_log`, :mod:`.tpm_chain` and :mod:`.tpm_gotpm`.
+:mod:`.tpm_keys`, :mod:`.tpm_pcrs`, :mod:`.tcg_eventlog`, :mod:`.tpm_chain` and :mod:`.tpm_gotpm`.
 
 Embedded form (``gateway.attestation.evidence`` of a claim whose type is ``tpm``), every member
 a base64url string; :func:`embed_evidence` writes it, unknown members are rejected:
@@ -34,8 +34,7 @@ from ..canonical import canonical_bytes, parse_json
 from ..digests import b64url_decode, b64url_encode
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import hex_or_raw, load_certificate, read_input
-from .tpm_chain import certificate_list
+from ._common import hex_or_raw, load_certificate, load_certificates, read_input, read_optional
 from .tpm_gotpm import parse_gotpm_attestation
 from .tpm_keys import ak_from_certificate, load_ak_public
 from .tpm_nv import MEMBERS as NV_MEMBERS
@@ -105,7 +104,9 @@ def verify_embedded_quote(evidence: Mapping[str, Any], policy: EvidencePolicy) -
         pcrs_from_json(parse_json(raw["pcrs"], what="tpm evidence pcrs")) if "pcrs" in raw else None
     )
     chain = (
-        certificate_list(raw["ak_chain"], what="tpm evidence ak_chain") if "ak_chain" in raw else []
+        load_certificates(raw["ak_chain"], what="tpm evidence ak_chain")
+        if "ak_chain" in raw
+        else []
     )
     report = verify_quote(
         raw["quote"],
@@ -133,22 +134,13 @@ def verify_embedded_quote(evidence: Mapping[str, Any], policy: EvidencePolicy) -
     return report
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return read_input(path, what=what)
-    except InputError as exc:
-        if exc.code == "evidence.unreadable":
-            raise InputError(exc.message, code="usage.unreadable") from None
-        raise
-
-
 def _verify_attestation(
     args: argparse.Namespace, ak: bytes | None, options: dict[str, Any]
 ) -> EvidenceReport:
     """``--attestation``: its own AK, certificates and log, unless given on the command line."""
     if args.tpm_quote or args.tpm_signature or args.tpm_pcrs:
-        raise InputError("--attestation replaces --quote/--signature/--pcrs", code="usage.conflict")
-    att = parse_gotpm_attestation(_read(args.tpm_attestation, "attestation"))
+        raise InputError("--attestation replaces --quote/--signature/--pcrs", code="evidence.usage")
+    att = parse_gotpm_attestation(read_input(args.tpm_attestation, what="attestation"))
     if options["event_log"] is None:
         options["event_log"] = att.event_log
     if options["ak_cert"] is None:
@@ -185,10 +177,10 @@ class TpmEvidence:
         if args.tpm_sig_hash is not None and args.tpm_sig_hash not in HASH_BY_NAME:
             raise InputError(
                 f"--sig-hash {args.tpm_sig_hash!r}: use one of {sorted(HASH_BY_NAME)}",
-                code="usage.sig_hash",
+                code="evidence.usage",
             )
         chain = (
-            certificate_list(_read(args.tpm_ak_chain, "AK chain"), what="AK chain")
+            load_certificates(read_input(args.tpm_ak_chain, what="AK chain"), what="AK chain")
             if args.tpm_ak_chain
             else []
         )
@@ -198,21 +190,21 @@ class TpmEvidence:
             "at": policy.now(),
             "sig_hash": args.tpm_sig_hash,
             "ak_chain": chain,
-            "ak_cert": _read(args.tpm_ak_cert, "AK certificate") if args.tpm_ak_cert else None,
-            "event_log": _read(args.tpm_event_log, "event log") if args.tpm_event_log else None,
+            "ak_cert": read_optional(args.tpm_ak_cert, what="AK certificate"),
+            "event_log": read_optional(args.tpm_event_log, what="event log"),
         }
-        ak = _read(args.tpm_ak, "AK") if args.tpm_ak else None
+        ak = read_optional(args.tpm_ak, what="AK")
         if args.tpm_attestation:
             return _verify_attestation(args, ak, options)
         if not (args.tpm_quote and args.tpm_signature and (ak or options["ak_cert"])):
             raise InputError(
                 "--type tpm needs --quote, --signature and --ak or --ak-cert (or --attestation)",
-                code="usage.missing_option",
+                code="evidence.usage",
             )
         quote = Quote(
-            hex_or_raw(_read(args.tpm_quote, "quote")),
-            _read(args.tpm_signature, "signature"),
-            _read(args.tpm_pcrs, "PCR file") if args.tpm_pcrs else None,
+            hex_or_raw(read_input(args.tpm_quote, what="quote")),
+            read_input(args.tpm_signature, what="signature"),
+            read_optional(args.tpm_pcrs, what="PCR file"),
         )
         return verify_quotes([quote], ak, subject=f"TPM quote {args.tpm_quote}", **options)
 

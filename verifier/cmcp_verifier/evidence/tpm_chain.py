@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from cryptography import x509
 
 from ..errors import InputError
-from ..roots import BUNDLED, root_bytes
-from ._common import chain_problems, issued_by, load_certificate, load_certificates
+from ..roots import root_certificates, root_file_names
+from ._common import chain_problems, common_name, issued_by
 
 TPM_ROOT_PREFIXES = ("gce-tpm-", "tpm-")
 MAX_CHAIN_DEPTH = 6
@@ -27,22 +26,11 @@ def tpm_roots(
     roots_dir: Path | None = None,
 ) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
     """Pinned TPM trust anchors and known intermediates (root files ``gce-tpm-*``, ``tpm-*``)."""
-    if roots_dir is not None:
-        try:
-            names = sorted(p.name for p in Path(roots_dir).iterdir() if p.is_file())
-        except OSError as exc:
-            raise InputError(
-                f"roots directory {str(roots_dir)!r} unreadable: {exc.strerror}",
-                code="roots.missing",
-            ) from None
-    else:
-        names = sorted(p.name for p in resources.files("cmcp_verifier").joinpath(BUNDLED).iterdir())
     anchors: list[x509.Certificate] = []
     intermediates: list[x509.Certificate] = []
-    for name in names:
+    for name in root_file_names(roots_dir):
         if name.startswith(TPM_ROOT_PREFIXES):
-            what = f"root file {name}"
-            for cert in load_certificates(root_bytes(name, roots_dir), what=what):
+            for cert in root_certificates(name, roots_dir):
                 (anchors if issued_by(cert, cert) else intermediates).append(cert)
     return anchors, intermediates
 
@@ -77,40 +65,10 @@ def _build_chain(
         anchor = next((a for a in anchors if issued_by(path[-1], a)), None)
         if anchor is not None:
             problems = chain_problems(path, anchor, at=at or dt.datetime.now(dt.UTC))
-            return problems, " → ".join(_short_name(c) for c in [*path, anchor])
+            return problems, " → ".join(common_name(c) for c in [*path, anchor])
         parent = next((c for c in pool if c not in path and issued_by(path[-1], c)), None)
         if parent is None:
             break
         path.append(parent)
     issuer = path[-1].issuer.rfc4514_string()[:120]
     return [f"AK certificate does not chain to a pinned TPM root (stuck at issuer {issuer})"], ""
-
-
-def _short_name(cert: x509.Certificate) -> str:
-    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else cert.subject.rfc4514_string() or "(AK)"
-
-
-def certificate_list(data: bytes, *, what: str) -> list[x509.Certificate]:
-    """A PEM bundle, or DER certificates concatenated."""
-    if b"-----BEGIN" in data:
-        return load_certificates(data, what=what)
-    certs, pos = [], 0
-    while pos < len(data):
-        end = pos + _der_length(data, pos, what)
-        certs.append(load_certificate(data[pos:end], what=what))
-        pos = end
-    return certs
-
-
-def _der_length(data: bytes, pos: int, what: str) -> int:
-    """Total length of the DER SEQUENCE at ``pos``."""
-    if data[pos] != 0x30 or pos + 2 > len(data):
-        raise InputError(f"{what}: not a DER certificate at offset {pos}", code="cert.malformed")
-    first = data[pos + 1]
-    if first < 0x80:
-        return 2 + first
-    n = first & 0x7F
-    if not 1 <= n <= 3 or pos + 2 + n > len(data):
-        raise InputError(f"{what}: bad DER length at offset {pos}", code="cert.malformed")
-    return 2 + n + int.from_bytes(data[pos + 2 : pos + 2 + n], "big")

@@ -26,9 +26,10 @@ from typing import Any
 from cryptography import x509
 
 from ..errors import InputError
+from ..report import bytes_mismatch
 from . import EvidenceReport
 from ._common import load_certificate
-from .tcg_log import parse_event_log, replay
+from .tcg_eventlog import parse_event_log, replay
 from .tpm_chain import ak_chain_problems
 from .tpm_keys import (
     AkPublic,
@@ -268,8 +269,8 @@ def _verify_one(
         report.add(
             prefix + "nonce",
             hmac.compare_digest(attest.extra_data, nonce),
-            f"extraData {'equals' if attest.extra_data == nonce else 'differs from'} the nonce"
-            + ("" if attest.extra_data else " (extraData is empty)"),
+            "extraData equals the nonce",
+            failed="extraData differs from the nonce: " + bytes_mismatch(nonce, attest.extra_data),
         )
     if quote.pcrs is not None:
         result.pcrs = _check_pcr_digest(quote.pcrs, attest, alg, prefix, report)
@@ -290,7 +291,7 @@ def _signing_hash(
     if sig_hash is not None:
         named = HASH_BY_NAME.get(sig_hash)
         if named is None:
-            raise InputError(f"unknown signature hash {sig_hash!r}", code="usage.sig_hash")
+            raise InputError(f"unknown signature hash {sig_hash!r}", code="tpm.sig_hash")
         return named
     scheme_hash = ak.tpm_public.scheme_hash if ak.tpm_public else None
     if scheme_hash is not None:
