@@ -53,6 +53,21 @@ def apply(cluster: K8sCluster, *objs: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
 
 
+def apply_spec(cluster: K8sCluster, obj: dict[str, Any]) -> None:
+    """Apply ``obj``'s spec as a user would: by name, without the resourceVersion it was read
+    at (the operator may have written status or a finalizer since, which would be a 409)."""
+    meta = {k: obj["metadata"][k] for k in ("name", "namespace")}
+    apply(
+        cluster,
+        {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "metadata": meta,
+            "spec": obj["spec"],
+        },
+    )
+
+
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == type_:

@@ -10,6 +10,7 @@ from typing import Any
 from opkit import (
     OperatorProcess,
     apply,
+    apply_spec,
     bundle,
     bundle_hash,
     condition,
@@ -295,7 +296,7 @@ def test_bundle_repin_rolls_workloads(
     gw = get(k8s_cluster, "mcpgw", "gw", ns)
     assert gw is not None
     gw["spec"]["bundle"] = {"name": "policy-v2", "hash": new_digest}
-    apply(k8s_cluster, {k: gw[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    apply_spec(k8s_cluster, gw)
 
     def rolled() -> bool:
         dep = get(k8s_cluster, "deployment", "agent", ns) or {}
@@ -360,7 +361,7 @@ def test_candidate_bundle_evaluated_in_shadow(
     gw = get(k8s_cluster, "mcpgw", "gw", ns)
     assert gw is not None
     gw["spec"]["candidateBundle"] = {"name": "next", "hash": candidate}
-    apply(k8s_cluster, {k: gw[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    apply_spec(k8s_cluster, gw)
     obj = wait_condition(
         k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "CandidateBundleNotFound"
     )
