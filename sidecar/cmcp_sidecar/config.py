@@ -181,6 +181,9 @@ class AuditConfig(_Model):
     fsync: Literal["every", "batch"] = "batch"
     batch_max_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 0
     batch_max_entries: Annotated[int, Field(ge=1, le=65536)] = 256
+    # Disk space kept allocated ahead of the log (0: none); when it cannot be renewed the
+    # volume is full and new calls are refused before any entry could fail.
+    reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
 
 
 class ModelConfig(_Model):
@@ -219,6 +222,8 @@ class LoggingConfig(_Model):
 class GatewayConfig(_Model):
     attestation: AttestationConfig = AttestationConfig()
     policy_bundle_path: str = "./policies/"
+    # The approved bundle (sha256:<hex>): a bundle with any other hash never goes live.
+    policy_bundle_expected_hash: str | None = None
     catalog_path: str | None = "./catalog.json"
     listen_addr: str = "127.0.0.1:8443"
     max_request_size_bytes: PositiveInt = 8 * 1024 * 1024
@@ -234,6 +239,13 @@ class GatewayConfig(_Model):
     allowed_hosts: list[str] | None = None
     allowed_origins: list[str] = []
     logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("policy_bundle_expected_hash")
+    @classmethod
+    def _bundle_pin(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError("must be sha256:<64 lowercase hex digits>")
+        return value
 
     @field_validator("listen_addr")
     @classmethod

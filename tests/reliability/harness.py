@@ -256,3 +256,33 @@ def audit_records(path: Path) -> list[dict[str, Any]]:
         return []
     data = path.read_bytes()
     return [json.loads(line)["entry"] for line in data.split(b"\n") if line]
+
+
+def call_tool(url: str, tool: str, arguments: dict[str, Any], request_id: int = 1) -> Any:
+    """One stateless (2026-07-28) ``tools/call`` over HTTP: the JSON-RPC reply (JSON or SSE),
+    or None when nothing answers (connection refused)."""
+    from tests.mcp.peers import modern_headers, modern_request
+
+    body = json.dumps(
+        modern_request(request_id, "tools/call", {"name": tool, "arguments": arguments})
+    ).encode()
+    request = urllib.request.Request(
+        url, data=body, headers=modern_headers("tools/call", tool), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            text = resp.read().decode()
+            content_type = resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        text, content_type = exc.read().decode(), exc.headers.get("Content-Type", "")
+    except OSError:
+        return None
+    if content_type.startswith("text/event-stream"):
+        events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+        return next((e for e in events if e.get("id") == request_id), None)
+    return json.loads(text)
+
+
+def upstream_requests(upstream: str) -> list[dict[str, Any]]:
+    """Every request a ``--record`` SDK test server received (its /state)."""
+    return list(get_json(upstream.replace("/mcp", "/state"))[1]["requests"])

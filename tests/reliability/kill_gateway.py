@@ -110,9 +110,8 @@ class GatewayCampaign:
         early = self.rng.random() < 0.1
         if early:
             time.sleep(self.rng.uniform(0.0, 0.8))
-            gateway.kill()
+            gateway.kill()  # the log may end torn: the next restart recovers and checks it
             result = RoundResult(number, self.fsync, True, 0, 0, True)
-            result.verified = _cmcp_verify(self.setup.audit_log)
         else:
             try:
                 gateway.wait_ready()

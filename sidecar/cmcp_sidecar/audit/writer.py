@@ -5,6 +5,8 @@ It owns the file descriptor and the chain position: it takes queued entries, giv
 with one ``fdatasync`` — per entry (``every``) or per group of entries that arrived together
 (``batch``: group commit). Only then does it hand the written records back to the event loop.
 A storage error stops the writer for good: every taken and queued entry gets the error.
+It also keeps disk space reserved ahead of the log (:mod:`.space`) and reports when the
+reserve cannot be renewed (the volume is full) and when it can be again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from cmcp_verifier import audit
 from cmcp_verifier.errors import CmcpError, InputError
 
+from . import space
 from .errors import AuditUnavailable, storage_error
 from .recovery import ChainState
 
@@ -47,6 +50,7 @@ class Outcome:
 
 Deliver = Callable[[list[Outcome]], None]
 Fail = Callable[[AuditUnavailable, list[Pending]], None]
+Space = Callable[[AuditUnavailable | None], None]
 
 
 class ChainWriter:
@@ -65,12 +69,18 @@ class ChainWriter:
         loop: asyncio.AbstractEventLoop,
         deliver: Deliver,
         fail: Fail,
+        space_changed: Space | None = None,
+        reserve_bytes: int = space.DEFAULT_RESERVE_BYTES,
     ) -> None:
         self.fd, self._path, self._instance = fd, path, instance_id
         self._seq, self._prev, self._size = state.length, state.tip, state.size
         self._max_entries = max_entries if group_commit else 1
         self._max_delay = max_delay_s if group_commit else 0.0
         self._loop, self._deliver, self._fail = loop, deliver, fail
+        self._space_changed = space_changed
+        self._reserve = reserve_bytes
+        self._reserved_to = 0
+        self.low_space: AuditUnavailable | None = None
         self._queue: deque[Pending] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -99,6 +109,7 @@ class ChainWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        self._keep_reserve()
         while batch := self._take():
             try:
                 outcomes = self._write(batch)
@@ -117,11 +128,15 @@ class ChainWriter:
                 self._stop_with(error, batch)
                 return
             self._call_loop(self._deliver, outcomes)
+            self._keep_reserve()
 
     def _take(self) -> list[Pending]:
         with self._cond:
             while not self._queue and not self._closing:
-                self._cond.wait()
+                if self.low_space is None:
+                    self._cond.wait()
+                elif not self._cond.wait(timeout=1.0):
+                    self._keep_reserve()  # has space been freed?
             if self._max_delay and len(self._queue) < self._max_entries and not self._closing:
                 self._cond.wait_for(
                     lambda: len(self._queue) >= self._max_entries or self._closing,
@@ -175,6 +190,28 @@ class ChainWriter:
             record = audit.AuditRecord(entry=entry, hash=digest, line=line[:-1])
             outcomes.append(Outcome(pending, record=record, end_offset=self._size))
         return outcomes, chunks
+
+    def _keep_reserve(self) -> None:
+        """Renew the reserve past the end of the log when half of it is used."""
+        if not self._reserve or self._reserved_to - self._size >= self._reserve // 2:
+            return
+        try:
+            space.reserve(self.fd, self._size, self._reserve)
+        except OSError as exc:
+            if exc.errno in space.UNSUPPORTED:
+                self._reserve = 0  # no fallocate here: a full disk shows at the write
+            elif exc.errno in space.FULL and self.low_space is None:
+                self.low_space = storage_error(exc, str(self._path))
+                self._report_space(self.low_space)
+            return
+        self._reserved_to = self._size + self._reserve
+        if self.low_space is not None:
+            self.low_space = None
+            self._report_space(None)
+
+    def _report_space(self, error: AuditUnavailable | None) -> None:
+        if self._space_changed is not None:
+            self._call_loop(self._space_changed, error)
 
     def _stop_with(self, error: AuditUnavailable, batch: list[Pending]) -> None:
         with self._cond:
