@@ -97,6 +97,7 @@ class TimeoutsConfig(_Model):
     connect_seconds: PositiveFloat = 10.0
     read_idle_seconds: PositiveFloat | None = 300.0
     stream_idle_seconds: PositiveFloat | None = None
+    body_seconds: PositiveFloat | None = 120.0  # a begun reply (JSON body, SSE event) must end
 
 
 class TlsConfig(_Model):

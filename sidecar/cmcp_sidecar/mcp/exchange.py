@@ -58,6 +58,7 @@ SSE_HEADERS: Final = {
 _FAULT_ERRORS: Final = {
     "upstream.unreachable": (UPSTREAM_UNAVAILABLE, 502),
     "upstream.timeout": (UPSTREAM_UNAVAILABLE, 504),
+    "upstream.tls": (UPSTREAM_UNAVAILABLE, 502),
     "upstream.too_large": (RESPONSE_TOO_LARGE, 502),
     "upstream.session_gone": (UPSTREAM_UNAVAILABLE, 404),
     "gateway.shutdown": (UPSTREAM_UNAVAILABLE, 503),
@@ -178,7 +179,7 @@ async def _relay(
             status=resp.status,
         )
     limit = hub.limits.max_response_bytes
-    body = await read_body(resp, limit)
+    body = await read_body(resp, limit, up.body_seconds)
     msg = parse_upstream(body, limit)
     if not msg.is_response or (msg.id is not None and msg.id != call.request_id):
         raise UpstreamFault("upstream.invalid", f"upstream {up.name} answered with another message")
@@ -210,7 +211,7 @@ async def _stream(
     )
     fault: Fault | None = None
     try:
-        async for event in sse_events(resp, hub.limits.max_response_bytes):
+        async for event in sse_events(resp, hub.limits.max_response_bytes, up.body_seconds):
             pending.resumable = pending.resumable or bool(event.id)
             data = await translator.translate(event)
             if data is not None:
@@ -552,7 +553,9 @@ async def collect(
             )
         if admission.op.kind is OpKind.INITIALIZE and call.session is not None:
             call.session.upstream_ids[up.name] = resp.headers.get("Mcp-Session-Id")
-        reply = await first_response(resp, request_id, hub.limits.max_response_bytes)
+        reply = await first_response(
+            resp, request_id, hub.limits.max_response_bytes, up.body_seconds
+        )
         if reply.id is None and "error" not in reply.raw:
             raise UpstreamFault(
                 "upstream.invalid", f"upstream {up.name} answered without the request id"
