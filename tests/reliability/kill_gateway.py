@@ -71,6 +71,7 @@ class Answer:
     digest: str
     tool: str
     decision: str
+    era: str  # "stateless" (2026-07-28) or "session" (2025)
 
 
 @dataclass
@@ -229,7 +230,8 @@ async def _worker(
                 headers = legacy_headers(sid)
             reply = await _post(http, url, body, headers, n)
             if reply is not None and _answered(reply, decision):
-                answers.append(Answer(json_digest(arguments), tool, decision))
+                era = "stateless" if sid is None else "session"
+                answers.append(Answer(json_digest(arguments), tool, decision, era))
     except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError):
         return  # the gateway was killed under this worker
 
@@ -276,7 +278,7 @@ async def _post(
             reply = json.loads(text)
             return reply if isinstance(reply, dict) else None
     for line in text.splitlines():
-        if line.startswith("data: "):
+        if line.startswith("data: ") and line[6:]:  # an empty data line primes resumption
             message = json.loads(line[6:])
             if message.get("id") == request_id and "method" not in message:
                 return dict(message)
@@ -337,6 +339,9 @@ def summary(found: list[GatewayCampaign]) -> dict[str, Any]:
             "answered_calls": sum(len(c.answers) for c in mine),
             "answered_denied": sum(
                 1 for c in mine for a in c.answers.values() if a.decision == "deny"
+            ),
+            "answered_in_sessions": sum(
+                1 for c in mine for a in c.answers.values() if a.era == "session"
             ),
             "entries_written": sum(c.rounds[-1].chain_length for c in mine if c.rounds),
             "recovery_entries": sum(_recoveries(c.setup.audit_log) for c in mine),
