@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cmcp_verifier.errors import ConfigError
 
 ENV_DEV_MODE = "CMCP_DEV_MODE"
-ENV_BEARER_TOKEN = "CMCP_BEARER_TOKEN"  # noqa: S105 (a variable name)
+ENV_BEARER_TOKEN = "CMCP_BEARER_TOKEN"  # noqa: S105 (a variable name)  # nosec B105
 ENV_TPM_TCTI = "CMCP_TPM_TCTI"
 ENV_LOG_FORMAT = "CMCP_LOG_FORMAT"
 ENV_LOG_LEVEL = "CMCP_LOG_LEVEL"
@@ -37,6 +37,9 @@ PROVIDERS = ("auto", "software", "tpm", "sev-snp", "tdx", "coco", "azure-cvm", "
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})$")
 _MAX_CONFIG_BYTES = 1024 * 1024
+# Listen hosts whose Host headers the loopback defaults already cover (not a bind address).
+_ANY_V4 = "0.0.0.0"  # noqa: S104  # nosec B104
+_ANY_OR_LOOPBACK = frozenset((_ANY_V4, "::", "127.0.0.1", "localhost", "::1"))
 # Headers the gateway owns on upstream requests; a credentials file may not set them.
 RESERVED_UPSTREAM_HEADERS = frozenset(
     {
@@ -444,7 +447,7 @@ class LoadedConfig:
             return tuple(self.config.allowed_hosts)
         host = self.config.listen_host
         hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-        if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):  # noqa: S104
+        if host not in _ANY_OR_LOOPBACK:
             hosts.append(f"[{host}]:*" if ":" in host else f"{host}:*")
         return tuple(hosts)
 
