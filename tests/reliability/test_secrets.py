@@ -65,9 +65,7 @@ def test_secrets_appear_in_no_output(tmp_path: Path) -> None:
         env = {"CMCP_BEARER_TOKEN": agent_token}
         with GatewayProcess(setup, env=env) as gateway:
             gateway.wait_ready()
-            outputs = _exercise(
-                setup.base, setup.url, agent_token, named_token, argument, wrong_token
-            )
+            outputs = _exercise(setup, (agent_token, named_token), argument, wrong_token)
             headers_file.write_text("this line is not a header: " + upstream_key + "\n")
             gateway.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
             time.sleep(0.5)  # the broken file is refused (and must not be quoted)
