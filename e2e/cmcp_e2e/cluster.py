@@ -132,6 +132,7 @@ class LocalCluster:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._used_ports: set[int] = set()
         self._state = ClusterState(str(directory), str(self.kubeconfig), "")
+        self._relaunch_apiserver: Callable[[float], object] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class LocalCluster:
             helm_path=self.tools.helm,
             simulated=True,
             log_dir=self.logs,
+            control=self,
         )
 
     def stop(self) -> None:
@@ -173,6 +175,22 @@ class LocalCluster:
     def _reap(self) -> None:
         for proc in self._procs.values():
             proc.poll()
+
+    # -- faults (reliability tests) ------------------------------------------------------
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL): the API is down, connections refused,
+        until :meth:`start_apiserver`. Everything else keeps running."""
+        records = [r for r in self._state.processes if r.name == "kube-apiserver"]
+        stop(records, reap=self._reap)
+        self._state.processes = [r for r in self._state.processes if r not in records]
+        self._state.save()
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again: same port, certificates and etcd (data intact)."""
+        if self._relaunch_apiserver is None:
+            raise ClusterError("kube-apiserver was never started", code="k8s.cluster.not_started")
+        self._relaunch_apiserver(timeout)
 
     # -- the sequence -------------------------------------------------------------------
 
@@ -225,7 +243,7 @@ class LocalCluster:
                 *_front_proxy_args(pki, front_proxy),
             ]
 
-        self._launch(
+        api_port = self._launch(
             "kube-apiserver",
             self.tools.kube_apiserver,
             1,
@@ -233,6 +251,15 @@ class LocalCluster:
             left(),
             ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/readyz", api_ctx, "ok"),
             fixed=self.apiserver_port,
+        )[0]
+        self._relaunch_apiserver = lambda wait: self._launch(
+            "kube-apiserver",
+            self.tools.kube_apiserver,
+            1,
+            apiserver_args,
+            wait,
+            ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/readyz", api_ctx, "ok"),
+            fixed=api_port,
         )
         self._apply_manifests()
         for name, binary in (
