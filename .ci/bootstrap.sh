@@ -33,7 +33,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python dependencies" >&2
   constraints=()
   [ -f "$repo/.ci/constraints.txt" ] && constraints=(-c "$repo/.ci/constraints.txt")
-  VIRTUAL_ENV="$venv" "$uv" pip install -q "${constraints[@]}" -e "$repo[all,dev]" >&2
+  # tpm2-pytss (the `tpm` extra) builds against the system's tpm2-tss: headers first.
+  bash "$repo/.ci/install-debs.sh" libtss2-dev pkg-config gcc python3-dev
+  VIRTUAL_ENV="$venv" "$uv" pip install -q "${constraints[@]}" -e "$repo[all,dev,tpm,gpu]" >&2
   echo "$want" > "$stamp"
 fi
 echo "$venv"

@@ -67,7 +67,22 @@ class _Model(BaseModel):
 
 
 class TpmConfig(_Model):
+    """``attestation.tpm`` (docs/attestation.md, ``tpm``); keys left out keep the provider's
+    defaults, ``bundle_nv_index: null`` disables the bundle record."""
+
     tcti: str = "device:/dev/tpmrm0"
+    pcrs: list[int] | None = None
+    pcr_bank: Literal["sha1", "sha256", "sha384", "sha512"] | None = None
+    ak_handle: int | str | None = None
+    ak_cert: str | None = None
+    ak_chain: str | None = None
+    bundle_nv_index: int | str | None = None
+    event_log: str | None = None
+
+
+# The other hardware providers' sections, validated by each provider when it is built
+# (docs/attestation.md lists their keys).
+ProviderSection = dict[str, Any]
 
 
 class AttestationConfig(_Model):
@@ -77,6 +92,11 @@ class AttestationConfig(_Model):
     staleness_policy: Literal["fail_closed", "warn_only"] = "fail_closed"
     expected_measurement: str | None = None
     tpm: TpmConfig = TpmConfig()
+    sev_snp: ProviderSection = Field(default_factory=dict, alias="sev-snp")
+    tdx: ProviderSection = Field(default_factory=dict)
+    azure_cvm: ProviderSection = Field(default_factory=dict, alias="azure-cvm")
+    coco: ProviderSection = Field(default_factory=dict)
+    gpu_cc: ProviderSection = Field(default_factory=dict, alias="gpu-cc")
 
     @field_validator("provider")
     @classmethod
@@ -389,6 +409,23 @@ class LoadedConfig:
     @property
     def tpm_tcti(self) -> str:
         return self.env.get(ENV_TPM_TCTI) or self.config.attestation.tpm.tcti
+
+    def provider_options(self) -> dict[str, dict[str, Any]]:
+        """Every provider's config section as ``select_provider`` takes them: the TPM's keys
+        as set (``CMCP_TPM_TCTI`` applied, certificate paths resolved), the others as written."""
+        a = self.config.attestation
+        tpm = a.tpm.model_dump(exclude_unset=True) | {"tcti": self.tpm_tcti}
+        for key in ("ak_cert", "ak_chain"):
+            if tpm.get(key):
+                tpm[key] = str(self.path(tpm[key]))
+        return {
+            "tpm": tpm,
+            "sev-snp": dict(a.sev_snp),
+            "tdx": dict(a.tdx),
+            "azure-cvm": dict(a.azure_cvm),
+            "coco": dict(a.coco),
+            "gpu-cc": dict(a.gpu_cc),
+        }
 
     @property
     def namespace(self) -> str | None:

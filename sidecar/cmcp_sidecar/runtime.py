@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 async def run(loaded: LoadedConfig) -> None:
     """Start the gateway and serve until SIGTERM/SIGINT (SIGHUP re-reads credentials)."""
     c = loaded.config.attestation
-    provider = await select_provider(
-        c.provider, loaded.dev_mode, options={"tpm": {"tcti": loaded.tpm_tcti}}
-    )
+    provider = await select_provider(c.provider, loaded.dev_mode, options=loaded.provider_options())
     try:
         from . import enforce
     except ImportError:

@@ -37,8 +37,8 @@ PLATFORM_BY_EVIDENCE = {
     "sev-snp": "amd-sev-snp",
     "tdx": "intel-tdx",
     "tpm": "tpm2",
-    "azure-cvm": "azure-cvm-sev-snp",
-    "coco": None,  # platform of the underlying TEE
+    "azure-cvm": None,  # azure-cvm-sev-snp, or intel-tdx on TDX, as the HCL report says
+    "coco": None,  # platform of the underlying TEE (amd-sev-snp, intel-tdx)
     "gpu-cc": "nvidia-h100",
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import audit
-from .binding import binding_digest, report_data_matches
+from .binding import binding_digest, bundle_measurement, evidence_carries_binding
 from .canonical import parse_json
 from .claim import (
     CMCP_VERSION,
@@ -25,7 +25,8 @@ from .claim import (
 )
 from .digests import b64url_decode, b64url_encode, is_digest
 from .errors import CmcpError
-from .evidence import EvidencePolicy, EvidenceReport, evidence_types
+from .evidence import GPU_MEMBER, EvidencePolicy, EvidenceReport, evidence_types
+from .evidence.accompanying import verify_accompanying_gpu
 from .keys import jwk_thumbprint, load_public_jwk
 from .report import Report
 from .trace_schema import trace_record_errors
@@ -256,11 +257,13 @@ def _check_evidence(
     if not isinstance(att.get("evidence"), dict):
         report.fail("attestation.evidence", "attestation.evidence must be an object")
         return
+    members = dict(att["evidence"])
+    gpu = members.pop(GPU_MEMBER, None)
     try:
         # The claim verifier checks the nonce (inside the binding) and the measurement pin
         # itself; the evidence type must not compare raw report data with the raw nonce.
         ev_policy = dataclasses.replace(policy.evidence, nonce=None, expected_measurement=None)
-        sub: EvidenceReport = kinds[kind].verify_embedded(att["evidence"], ev_policy)
+        sub: EvidenceReport = kinds[kind].verify_embedded(members, ev_policy)
     except CmcpError as exc:
         report.fail(f"{kind}.evidence", exc.message)
         return
@@ -270,10 +273,59 @@ def _check_evidence(
     else:
         report.add(
             "attestation.report_data",
-            report_data_matches(sub.report_data, binding),
+            evidence_carries_binding(kind, sub.report_data, binding),
             "hardware report data carries the binding digest",
         )
+    _check_platform(kind, trace, sub, report)
+    _check_bundle_measurement(trace, sub, report)
     _check_measurement(trace, sub, policy, report)
+    if gpu is not None:
+        _check_gpu(gpu, binding, policy, report)
+
+
+def _check_platform(kind: str, trace: dict[str, Any], sub: EvidenceReport, report: Report) -> None:
+    """Types whose platform depends on the evidence (coco, azure-cvm): the evidence says."""
+    if PLATFORM_BY_EVIDENCE.get(kind) is not None or sub.platform is None:
+        return
+    stated = trace["runtime"]["platform"]
+    ok = stated == sub.platform
+    report.add(
+        "runtime.platform", ok, f"{stated!r} {'is' if ok else 'is not'} the evidence's platform"
+    )
+
+
+def _check_bundle_measurement(trace: dict[str, Any], sub: EvidenceReport, report: Report) -> None:
+    """Evidence that recorded the bundle in the TEE (the TPM's NV extend index) must show the
+    bundle this claim states."""
+    recorded = sub.extra.get("bundle_measurement")
+    if not isinstance(recorded, bytes):
+        return
+    try:
+        expected = bundle_measurement(trace["policy"]["bundle_hash"])
+    except ValueError:
+        report.fail("attestation.bundle_measurement", "policy.bundle_hash is not a sha256 digest")
+        return
+    ok = hmac.compare_digest(recorded, expected)
+    report.add(
+        "attestation.bundle_measurement",
+        ok,
+        "the TEE recorded the claim's policy bundle"
+        if ok
+        else "the bundle the TEE recorded is not the claim's policy.bundle_hash",
+    )
+
+
+def _check_gpu(gpu: Any, binding: bytes, policy: ClaimPolicy, report: Report) -> None:
+    """Accompanying GPU evidence: verified as ``gpu-cc``, its SPDM nonce must be the binding."""
+    if not isinstance(gpu, dict):
+        report.fail("gpu.evidence", "attestation.evidence.gpu must be an object")
+        return
+    try:
+        sub = verify_accompanying_gpu(gpu, binding, policy.evidence)
+    except CmcpError as exc:
+        report.fail("gpu.evidence", exc.message)
+        return
+    report.extend(sub, prefix="gpu.")
 
 
 def _check_measurement(

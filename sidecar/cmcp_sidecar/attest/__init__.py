@@ -12,7 +12,9 @@ Startup, in the gateway::
 
 Modules: :mod:`.base` (provider interface, :class:`Evidence`, :class:`AttestationError`),
 :mod:`.registry` (registration and ``auto`` selection), :mod:`.identity`, :mod:`.attestor`,
-:mod:`.software` (dev mode only), :mod:`.selfmeasure`. See docs/attestation.md.
+:mod:`.software` (dev mode only), :mod:`.selfmeasure`; hardware providers: :mod:`.tpm` (with
+:mod:`.tpm_device`), :mod:`.sevsnp` and :mod:`.tdx` (configfs-tsm: :mod:`.configfs_tsm`,
+:mod:`.tsm_base`), :mod:`.azure`, :mod:`.coco`, :mod:`.gpu`. See docs/attestation.md.
 """
 
 from .attestor import AttestationBusy, AttestationStatus, Attestor, BoundEvidence, StalenessPolicy

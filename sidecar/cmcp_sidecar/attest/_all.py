@@ -1,3 +1,3 @@
 """Every built-in provider module; importing one registers it (see registry.py)."""
 
-from . import software  # noqa: F401
+from . import azure, coco, gpu, sevsnp, software, tdx, tpm  # noqa: F401

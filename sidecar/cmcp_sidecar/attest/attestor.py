@@ -37,14 +37,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cmcp_verifier.binding import MAX_NONCE_BYTES, binding_digest, report_data_matches
+from cmcp_verifier.binding import MAX_NONCE_BYTES, binding_digest, evidence_carries_binding
 from cmcp_verifier.digests import b64url_encode, is_digest
 
-from .base import AttestationError, AttestationProvider, Evidence
+from .base import AttestationError, AttestationProvider, Evidence, Members
 from .identity import SigningIdentity
 
 StalenessPolicy = Literal["fail_closed", "warn_only"]
@@ -72,7 +72,7 @@ class BoundEvidence:
         """The ``gateway.attestation`` member of a claim."""
         return {
             "type": self.evidence_type,
-            "evidence": {k: b64url_encode(v) for k, v in sorted(self.evidence.members.items())},
+            "evidence": _encode_members(self.evidence.members),
             "binding": {"digest": b64url_encode(self.binding), "nonce": b64url_encode(self.nonce)},
             "collected_at": self.evidence.collected_at,
             "stale": stale,
@@ -91,6 +91,21 @@ class BoundEvidence:
             "key_thumbprint": self.key_thumbprint,
             "facts": dict(self.evidence.facts),
         }
+
+
+def _encode_members(members: Members) -> dict[str, Any]:
+    """Raw members as base64url, nested mappings (accompanying evidence) as objects."""
+    return {
+        k: b64url_encode(v) if isinstance(v, bytes) else _encode_members(v)
+        for k, v in sorted(members.items())
+    }
+
+
+def _members_ok(members: Members, *, depth: int = 0) -> bool:
+    return all(
+        isinstance(v, bytes) or (depth == 0 and isinstance(v, Mapping) and _members_ok(v, depth=1))
+        for v in members.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -300,7 +315,9 @@ class Attestor:
         binding = binding_digest(self.identity.thumbprint, bundle, catalog, nonce)
         async with self._device:
             try:
-                evidence = await asyncio.wait_for(self.provider.collect(binding), self._timeout)
+                evidence = await asyncio.wait_for(
+                    self._measure_and_collect(bundle, binding), self._timeout
+                )
             except TimeoutError:
                 raise AttestationError(
                     self.provider.name,
@@ -327,17 +344,21 @@ class Attestor:
             key_thumbprint=self.identity.thumbprint,
         )
 
+    async def _measure_and_collect(self, bundle: str, binding: bytes) -> Evidence:
+        await self.provider.measure_bundle(bundle)
+        return await self.provider.collect(binding)
+
     def _check(self, evidence: Evidence, binding: bytes) -> None:
         name = self.provider.name
         if not is_digest(evidence.measurement) or evidence.measurement.startswith("sha512:"):
             raise AttestationError(
                 name, "returned a malformed measurement", code="attestation.malformed"
             )
-        if not all(isinstance(v, bytes) for v in evidence.members.values()):
+        if not _members_ok(evidence.members):
             raise AttestationError(
                 name, "returned evidence members that are not bytes", code="attestation.malformed"
             )
-        if not report_data_matches(evidence.report_data, binding):
+        if not evidence_carries_binding(self.provider.evidence_type, evidence.report_data, binding):
             raise AttestationError(
                 name,
                 "evidence does not carry the binding digest in its report data",

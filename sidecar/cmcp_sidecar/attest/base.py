@@ -21,7 +21,12 @@ Rules for implementers:
   quotes use the binding as qualifying data. :attr:`Evidence.report_data` returns what the
   evidence actually carries, so the attestor can check it before anything is signed.
 * ``members`` are the raw evidence parts named as the verifier's evidence type expects in
-  ``verify_embedded`` (claims carry them base64url in ``gateway.attestation.evidence``).
+  ``verify_embedded`` (claims carry them base64url in ``gateway.attestation.evidence``). A
+  member may itself be a mapping of raw parts: accompanying evidence such as ``gpu`` (an
+  object of base64url members in the claim).
+* Providers that can record the policy bundle in the TEE's own measurements (the TPM's NV
+  extend index) implement :meth:`AttestationProvider.measure_bundle`; the attestor calls it
+  before every collection, under the same lock.
 * Failures raise :class:`AttestationError` naming the provider, what went wrong and the fix;
   never return made-up evidence.
 
@@ -50,6 +55,7 @@ class AttestationError(CmcpError):
     ) -> None:
         super().__init__(f"attestation provider {provider!r}: {message}", hint=hint, code=code)
         self.provider = provider
+        self.detail = message  # without the provider prefix
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,17 @@ class Probe:
 
     available: bool
     reason: str
+    hint: str | None = None  # the fix, when the probe knows one
+
+
+Members = Mapping[str, bytes | Mapping[str, bytes]]
 
 
 @dataclass(frozen=True)
 class Evidence:
     """One collection: raw parts, the launch measurement, and what it carries as report data."""
 
-    members: Mapping[str, bytes]
+    members: Members
     measurement: str  # sha256:<hex> or sha384:<hex>, as TRACE runtime.measurement
     report_data: bytes  # the report/qualifying data inside the evidence (carries the binding)
     collected_at: int  # Unix seconds
@@ -75,8 +85,10 @@ class AttestationProvider(ABC):
     """Base class of evidence sources; see the module docs for the rules."""
 
     name: ClassVar[str]
-    evidence_type: ClassVar[str]
-    platform: str  # may be set per instance (coco reports the underlying TEE's platform)
+    # Both may be set per instance: coco reports the underlying TEE's platform, gpu-cc the
+    # evidence type and platform of the CPU evidence it accompanies.
+    evidence_type: str
+    platform: str
 
     @abstractmethod
     async def probe(self) -> Probe:
@@ -89,6 +101,12 @@ class AttestationProvider(ABC):
     @abstractmethod
     async def collect(self, report_data: bytes) -> Evidence:
         """Collect evidence carrying the 32-byte binding digest ``report_data``."""
+
+    async def measure_bundle(self, bundle_hash: str) -> None:  # noqa: B027  (optional hook)
+        """Record ``bundle_hash`` in the TEE's measurements before evidence for it is collected.
+
+        Called by the attestor before every collection (cheap when unchanged); the default
+        records nothing."""
 
     async def aclose(self) -> None:  # noqa: B027  (optional hook, empty by default)
         """Release devices or connections; called once at shutdown."""

@@ -29,10 +29,13 @@ log = logging.getLogger("cmcp.attest")
 
 @dataclass(frozen=True)
 class ProviderContext:
-    """What a factory gets: dev mode and ``attestation.<provider>`` options."""
+    """What a factory gets: dev mode, ``attestation.<provider>`` options, and every provider's
+    options (``gpu-cc`` builds the CPU provider it accompanies) with the registry."""
 
     dev_mode: bool
     options: Mapping[str, Any] = field(default_factory=dict)
+    all_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    registry: ProviderRegistry | None = None
 
 
 ProviderFactory = Callable[[ProviderContext], AttestationProvider]
@@ -100,18 +103,24 @@ async def select_provider(
     options = options or {}
 
     def context(name: str) -> ProviderContext:
-        return ProviderContext(dev_mode=dev_mode, options=options.get(name, {}))
+        return ProviderContext(
+            dev_mode=dev_mode,
+            options=options.get(name, {}),
+            all_options=options,
+            registry=registry,
+        )
 
     if config_provider != "auto":
         provider = registry.create(config_provider, context(config_provider))
         probe = await _probe(provider)
         if not probe.available:
             await provider.aclose()
+            fix = f"{probe.hint}; or" if probe.hint else "fix the cause above or"
             raise AttestationError(
                 config_provider,
                 f"is not usable here: {probe.reason}",
                 code="attestation.unavailable",
-                hint="fix the cause above or choose another attestation.provider; "
+                hint=f"{fix} choose another attestation.provider; "
                 "the gateway never falls back to an unattested mode",
             )
         return provider
@@ -129,7 +138,7 @@ async def _auto(
         try:
             provider = registry.create(name, context(name))
         except AttestationError as exc:
-            tried.append(f"{name}: {exc.message}")
+            tried.append(f"{name}: {exc.detail}")
             continue
         probe = await _probe(provider)
         if probe.available:
@@ -157,6 +166,6 @@ async def _probe(provider: AttestationProvider) -> Probe:
     try:
         return await provider.probe()
     except AttestationError as exc:
-        return Probe(False, exc.message)
+        return Probe(False, exc.detail, exc.hint)
     except Exception as exc:  # a probe must not crash selection; report why instead
         return Probe(False, f"probe failed: {type(exc).__name__}: {exc}")

@@ -57,6 +57,10 @@ class EvidenceType(Protocol):
         """Verify evidence embedded in a claim (members are base64url strings)."""
 
 
+# A claim's CPU evidence may carry accompanying GPU evidence: ``evidence.gpu`` is an object in
+# the embedded form of type ``gpu-cc`` whose nonce is the binding digest (see .accompanying).
+GPU_MEMBER = "gpu"
+
 _REGISTRY: dict[str, EvidenceType] = {}
 
 

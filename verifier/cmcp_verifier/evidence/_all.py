@@ -1,3 +1,3 @@
 """Imports every evidence module so that each registers itself."""
 
-from . import nvidia, sevsnp, tdx, tpm  # noqa: F401
+from . import azure, coco, nvidia, sevsnp, tdx, tpm  # noqa: F401

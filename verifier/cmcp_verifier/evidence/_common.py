@@ -5,6 +5,8 @@ an unhandled exception.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import itertools
 import re
@@ -197,3 +199,24 @@ def _is_ca(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return bool(bc.ca)
+
+
+def json_bytes(value: object, what: str, *, text: str = "b64") -> bytes:
+    """Bytes as evidence JSON writes them: an array of integers 0-255, or text — base64
+    (standard or URL-safe, padded or not) or, with ``text="hex"``, hex digits."""
+    if isinstance(value, list):
+        if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+            raise InputError(f"{what} must be a list of bytes", code="evidence.format")
+        return bytes(value)
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be bytes as a JSON array or text", code="evidence.format")
+    if text == "hex":
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise InputError(f"{what} is not hex", code="evidence.format") from None
+    b64 = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what} is not base64", code="evidence.format") from None

@@ -15,6 +15,8 @@ ak_cert     DER X.509 AK certificate; required: without it the claim's AK is not
 ak_chain    intermediate certificates, concatenated DER or a PEM bundle (optional)
 pcrs        UTF-8 JSON ``{"sha256": {"0": "<hex>", …}}`` with the quoted PCR values (optional)
 event_log   TCG crypto-agile event log (optional; checked against ``pcrs``)
+bundle_nv_* the policy bundle's NV extend index: ``bundle_nv_public``, ``bundle_nv_attest``,
+            ``bundle_nv_signature`` (optional, all three; see :mod:`.tpm_nv`)
 =========== ==================================================================================
 
 extraData must carry the claim's binding digest, which the claim verifier compares (and with it
@@ -32,9 +34,12 @@ from ..canonical import canonical_bytes, parse_json
 from ..digests import b64url_decode, b64url_encode
 from ..errors import InputError
 from . import EvidencePolicy, EvidenceReport, register
-from ._common import hex_or_raw, read_input
+from ._common import hex_or_raw, load_certificate, read_input
 from .tpm_chain import certificate_list
 from .tpm_gotpm import parse_gotpm_attestation
+from .tpm_keys import ak_from_certificate, load_ak_public
+from .tpm_nv import MEMBERS as NV_MEMBERS
+from .tpm_nv import check_bundle_nv
 from .tpm_pcrs import pcrs_from_json, pcrs_to_json
 from .tpm_quote import Quote, verify_quote, verify_quotes
 from .tpm_structures import HASH_BY_NAME
@@ -48,7 +53,16 @@ __all__ = [
     "verify_quotes",
 ]
 
-EMBEDDED_MEMBERS = ("quote", "signature", "ak_public", "ak_cert", "ak_chain", "pcrs", "event_log")
+EMBEDDED_MEMBERS = (
+    "quote",
+    "signature",
+    "ak_public",
+    "ak_cert",
+    "ak_chain",
+    "pcrs",
+    "event_log",
+    *NV_MEMBERS,
+)
 
 
 def embed_evidence(
@@ -93,7 +107,7 @@ def verify_embedded_quote(evidence: Mapping[str, Any], policy: EvidencePolicy) -
     chain = (
         certificate_list(raw["ak_chain"], what="tpm evidence ak_chain") if "ak_chain" in raw else []
     )
-    return verify_quote(
+    report = verify_quote(
         raw["quote"],
         raw["signature"],
         raw.get("ak_public"),
@@ -105,6 +119,18 @@ def verify_embedded_quote(evidence: Mapping[str, Any], policy: EvidencePolicy) -
         roots_dir=policy.roots_dir,
         at=policy.now(),
     )
+    if any(m in raw for m in NV_MEMBERS):
+        try:
+            ak = (
+                load_ak_public(raw["ak_public"])
+                if "ak_public" in raw
+                else ak_from_certificate(load_certificate(raw["ak_cert"], what="AK certificate"))
+            )
+        except (InputError, KeyError):
+            report.fail("bundle_nv", "no usable AK to check the NV certification with")
+        else:
+            check_bundle_nv(raw, ak, report)
+    return report
 
 
 def _read(path: str, what: str) -> bytes:
