@@ -13,10 +13,12 @@ unique marker argument.
   probe never passes and the agent container never starts).
 * **While running** (a real ``cmcp start``): audit storage full (tmpfs), shut down after an
   I/O error (ext4, EIO) or made immutable (ext4, EPERM); a policy whose evaluation errors.
+* **Attestation going stale** (a real ``cmcp start`` with the TPM provider on swtpm): the TPM
+  stops answering (SIGSTOP) and the short-lived evidence expires.
 * **While running, in-process** (the fault needs a provider that misbehaves on cue, which no
   real provider does on demand; the double wraps the real software provider and says so):
-  attestation gone stale because the provider stopped answering, and evidence that no longer
-  binds the gateway's signing key ("verifier key mismatch", see docs/reliability.md).
+  evidence that no longer binds the gateway's signing key ("verifier key mismatch", see
+  docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -286,8 +290,6 @@ class MisbehavingProvider(AttestationProvider):
 
     async def collect(self, report_data: bytes) -> Evidence:
         self.collections += 1
-        if self.fault == "hang":
-            await asyncio.Event().wait()
         if self.fault == "rebind":
             other = SigningIdentity.generate().thumbprint
             report_data = binding_digest(other, sha256_digest(b"b"), sha256_digest(b"c"), b"")
@@ -323,22 +325,43 @@ def _logged(caplog: pytest.LogCaptureFixture, reason: str) -> bool:
     )
 
 
-async def test_attestation_stale_when_the_provider_stops_answering(
-    tmp_path: Path, upstream: tuple[str, Any], caplog: pytest.LogCaptureFixture
+@pytest.mark.tpm
+def test_attestation_stale_when_the_tpm_stops_answering(
+    tmp_path: Path, upstream: tuple[str, Any]
 ) -> None:
-    caplog.set_level(logging.INFO)
-    setup = setup_for(tmp_path, upstream, attestation={"validity_seconds": 1})
-    provider = MisbehavingProvider()
-    async with in_process(setup, provider) as enforcement:
-        ok = await asyncio.to_thread(call_tool, setup.url, "echo", {"text": "fc-stale-before"})
-        assert "result" in ok
-        provider.fault = "hang"
-        await _until(lambda: not enforcement.attestor.fresh)
-        reply = await asyncio.to_thread(call_tool, setup.url, "echo", {"text": "fc-stale-after"})
-        assert refused_with(reply, GATEWAY_NOT_READY, "attestation.stale"), reply
-        await asyncio.to_thread(assert_visible, setup, None, "attestation.stale")
-    assert forwarded(upstream[0], "fc-stale-after") == []
-    assert _logged(caplog, "attestation.stale")
+    """A real ``cmcp start`` with the TPM provider on a real swtpm (AK certified by a test
+    CA), evidence valid for 2 s; then the TPM is frozen (SIGSTOP): collections hang, the
+    evidence goes stale, nothing is forwarded."""
+    from tests.sidecar.attestkit import AkCa, ak_pem
+    from tests.tpm_fixtures import running_swtpm
+
+    with running_swtpm(tmp_path / "swtpm", pcr_banks="sha256", ek_cert=True) as tpm:
+        cert = AkCa(tmp_path / "roots").issue(ak_pem(tpm), tmp_path / "ak.pem")
+        attestation = {"provider": "tpm", "validity_seconds": 2}
+        attestation["tpm"] = {"tcti": tpm.tcti, "ak_cert": str(cert)}
+        setup = setup_for(tmp_path / "gw", upstream, attestation=attestation)
+        with GatewayProcess(setup, env={"CMCP_DEV_MODE": "0"}) as gateway:
+            gateway.wait_ready()
+            assert "result" in call_tool(setup.url, "echo", {"text": "fc-stale-before"})
+            os.kill(tpm.pid, signal.SIGSTOP)
+            try:
+                deadline, n = time.monotonic() + 15, 0
+                while time.monotonic() < deadline:  # fresh until the evidence expires
+                    n += 1
+                    reply = call_tool(setup.url, "echo", {"text": f"fc-stale-{n}-"}, n)
+                    if "error" in reply:
+                        break
+                    time.sleep(0.2)
+                assert refused_with(reply, GATEWAY_NOT_READY, "attestation.stale"), reply
+                for _ in range(3):
+                    reply = call_tool(setup.url, "echo", {"text": "fc-stale-after"}, 99)
+                    assert refused_with(reply, GATEWAY_NOT_READY, "attestation.stale"), reply
+                assert forwarded(upstream[0], f"fc-stale-{n}-") == []
+                assert forwarded(upstream[0], "fc-stale-after") == []
+                assert_visible(setup, gateway, "attestation.stale")
+            finally:
+                os.kill(tpm.pid, signal.SIGCONT)
+                gateway.stop()
 
 
 async def test_evidence_that_no_longer_binds_the_signing_key(
