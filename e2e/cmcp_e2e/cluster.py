@@ -105,6 +105,17 @@ def _front_proxy_args(pki: ClusterPKI, client: CertFiles) -> list[str]:
     ]
 
 
+_AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
 class LocalCluster:
     """Starts and stops one local control plane in ``directory``.
 
@@ -165,6 +176,7 @@ class LocalCluster:
             simulated=True,
             log_dir=self.logs,
             control=self,
+            audit_log=self.logs / "audit.log",
         )
 
     def stop(self) -> None:
@@ -401,7 +413,17 @@ class LocalCluster:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
+            # What service accounts ask of the API (metadata only), for least-privilege tests.
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.logs / 'audit.log'}",
+            "--audit-log-maxsize=200",
+            "--audit-log-format=json",
         ]
+
+    def _audit_policy(self) -> Path:
+        path = self.dir / "audit-policy.yaml"
+        path.write_text(_AUDIT_POLICY)
+        return path
 
     def _component_args(self, name: str, port: int, pki: ClusterPKI, sa: CertFiles) -> list[str]:
         kubeconfig = self.dir / f"{name}.kubeconfig"

@@ -45,6 +45,9 @@ class K8sCluster:
     # The local control plane itself, for fault tests (stop_apiserver/start_apiserver);
     # None for a cluster taken from KUBECONFIG.
     control: ControlPlane | None = None
+    # The API server's audit log (JSON lines, metadata of service accounts' requests), when
+    # the harness runs the control plane.
+    audit_log: Path | None = None
     _namespaces: list[str] = field(default_factory=list, repr=False)
 
     def env(self) -> dict[str, str]:

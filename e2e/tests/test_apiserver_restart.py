@@ -4,8 +4,10 @@ down every request fails; afterwards the data is intact and the simulated nodes 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from cmcp_e2e.handle import K8sCluster
 
@@ -35,3 +37,37 @@ def test_apiserver_stops_and_comes_back_with_its_data(
         )
 
     k8s_cluster.wait_for("nodes Ready after the restart", nodes_ready, timeout=60)
+
+
+def token_kubeconfig(cluster: K8sCluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates only with a fresh token of ``account``."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    doc = yaml.safe_load(cluster.kubeconfig.read_text())
+    doc["users"] = [{"name": account, "user": {"token": token}}]
+    doc["contexts"][0]["context"]["user"] = account
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_service_account_requests_are_audited(
+    k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
+) -> None:
+    """The API server's audit log records what service accounts ask (least-privilege tests
+    compare it with the roles they were given)."""
+    if k8s_cluster.audit_log is None:
+        pytest.skip("the cluster from KUBECONFIG is not ours")
+    ns = k8s_namespace
+    config = token_kubeconfig(k8s_cluster, ns, "default", tmp_path / "sa.kubeconfig")
+    k8s_cluster.kubectl("--kubeconfig", str(config), "get", "configmaps", "-n", ns, check=False)
+    user = f"system:serviceaccount:{ns}:default"
+
+    def logged() -> bool:
+        assert k8s_cluster.audit_log is not None
+        return any(
+            event["user"]["username"] == user
+            and (event["verb"], event["objectRef"]["resource"]) == ("list", "configmaps")
+            and event["responseStatus"]["code"] == 403
+            for event in map(json.loads, k8s_cluster.audit_log.read_text().splitlines())
+        )
+
+    k8s_cluster.wait_for("the service account's request in the audit log", logged, timeout=20)
