@@ -107,9 +107,14 @@ class Bench:
 
     def run_round(self, number: int) -> list[Outcome]:
         outcomes = asyncio.run(_call_all(self.setup.url, number))
-        entries = {e.get("arguments"): e for e in audit_records(self.setup.audit_log)}
-        for out in outcomes:
-            self.problems.extend(check(out, entries))
+        deadline = time.monotonic() + 10  # an agent that gave up is recorded asynchronously
+        while True:
+            entries = {e.get("arguments"): e for e in audit_records(self.setup.audit_log)}
+            problems = [p for out in outcomes for p in check(out, entries)]
+            if not problems or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.problems.extend(f"round {number}: {p}" for p in problems)
         if get_json(f"{self.setup.base}/healthz")[0] != 200:
             self.problems.append(f"round {number}: /healthz failed")
         if upstream_requests(self.recorder):

@@ -65,6 +65,10 @@ _FAULT_ERRORS: Final = {
 }
 
 
+# Stream breaks after which a session's request stream stays pending (the agent may resume).
+_RESUMABLE_BREAKS: Final = frozenset({"upstream.reset", "client.disconnected"})
+
+
 def fault_reply(fault: Fault) -> tuple[dict[str, Any], int]:
     """The JSON-RPC error and HTTP status an agent gets for an upstream fault."""
     code, status = _FAULT_ERRORS.get(fault.code, (UPSTREAM_INVALID, 502))
@@ -223,13 +227,15 @@ async def _stream(
                 break
     except UpstreamFault as exc:
         fault = Fault(exc.code, exc.message)
+    except ConnectionError:  # the agent went away while an event was written to it
+        fault = Fault("client.disconnected", "the agent closed the request")
     finally:
         hub.untrack(closer)
     if not translator.done:
         resumable = pending.resumable and call.session is not None
         if hub.shutting_down:
             fault = Fault("gateway.shutdown", "the gateway is shutting down")
-        elif resumable and (fault is None or fault.code == "upstream.reset"):
+        elif resumable and (fault is None or fault.code in _RESUMABLE_BREAKS):
             fault = None  # mirror the break: the agent resumes with Last-Event-ID
         elif fault is None:
             fault = Fault(
