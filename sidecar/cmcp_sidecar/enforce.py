@@ -41,7 +41,7 @@ from cmcp_verifier.canonical import canonical_bytes, parse_json
 from cmcp_verifier.catalog import Catalog, catalog_document, load_catalog
 from cmcp_verifier.cedar_bundle import LoadedBundle, load_bundle
 from cmcp_verifier.digests import sha256_digest
-from cmcp_verifier.errors import CmcpError, ConfigError, InputError
+from cmcp_verifier.errors import CmcpError, InputError
 
 from .attest import AttestationProvider, Attestor, SigningIdentity
 from .attest.selfmeasure import self_measurement
@@ -52,7 +52,9 @@ from .audit.entries import OperationKind as EntryKind
 from .audit.errors import AuditUnavailable
 from .claims.builder import ClaimSettings, ModelInfo, PolicyStatus, default_subject
 from .claims.issuer import ClaimIssuer
-from .claims.sink import DirectorySink
+from .claims.kubernetes import KubernetesConfigMapSink
+from .claims.kubernetes import from_environment as kubernetes_sink
+from .claims.sink import ClaimSink, DirectorySink
 from .config import LoadedConfig
 from .failclosed import FailClosed
 from .gateway import Gateway
@@ -167,6 +169,15 @@ class _Metrics(Collector):
         yield refused
 
 
+def _claim_sink(loaded: LoadedConfig) -> ClaimSink:
+    """``claims.sink``: files in ``claims.dir``, or ConfigMaps in the pod's namespace (with
+    ``claims.dir`` as the local durable copy); a missing pod environment refuses to start."""
+    directory = loaded.path(loaded.config.claims.dir)
+    if loaded.config.claims.sink == "kubernetes":
+        return kubernetes_sink(directory, loaded.env)
+    return DirectorySink(directory)
+
+
 class Enforcement:
     """Policy, catalog, audit, claims and attestation behind the proxy's seam."""
 
@@ -208,12 +219,7 @@ class Enforcement:
         """Load the bundle and catalog, open the audit log, attest, start claims (in order);
         close everything in reverse. Any failure means the gateway does not start."""
         config = loaded.config
-        if config.claims.sink != "file":  # never drop claims silently
-            raise ConfigError(
-                f"claims.sink: {config.claims.sink!r} is not available in this build",
-                code="config.claims_sink",
-                hint="use claims.sink: file (the Kubernetes sink comes with the operator)",
-            )
+        sink = _claim_sink(loaded)
         bundle = load_bundle(loaded.path(config.policy_bundle_path))
         if config.policy_bundle_expected_hash is not None:
             bundle.check_hash(config.policy_bundle_expected_hash)
@@ -232,6 +238,9 @@ class Enforcement:
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(audit.close)
+            if isinstance(sink, KubernetesConfigMapSink):
+                await sink.start()  # publishes claims a previous run stored but did not publish
+                stack.push_async_callback(sink.aclose)  # after the issuer's final claims
             attestor = Attestor(
                 provider,
                 SigningIdentity.generate(),
@@ -261,7 +270,7 @@ class Enforcement:
                 audit=audit,
                 attestor=attestor,
                 settings=settings,
-                sink=DirectorySink(loaded.path(claims.dir)),
+                sink=sink,
                 mode=claims.mode,
                 interval_seconds=claims.interval_seconds,
                 idle_timeout_seconds=claims.idle_timeout_seconds,

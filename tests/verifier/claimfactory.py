@@ -45,6 +45,7 @@ def make_claim(
     decisions: list[str] | None = None,
     iat: int | None = None,
     mutate: Any = None,
+    bundle: str = BUNDLE,
 ) -> tuple[dict[str, Any], bytes]:
     """A signed software claim and the full audit log it commits to."""
     key = key or Ed25519PrivateKey.generate()
@@ -53,7 +54,7 @@ def make_claim(
     mine = chain.sessions.get(session, audit.SessionSummary())
     transcript = audit.session_transcript_hash(session, mine.entry_hashes)
     jwk = public_jwk(key)
-    binding = binding_digest(jwk_thumbprint(jwk), BUNDLE, CATALOG, nonce)
+    binding = binding_digest(jwk_thumbprint(jwk), bundle, CATALOG, nonce)
     trace = {
         "eat_profile": TRACE_PROFILE,
         "iat": iat or int(time.time()),
@@ -64,7 +65,7 @@ def make_claim(
             "measurement": sha256_digest(b"code"),
             "nonce": b64url_encode(nonce),
         },
-        "policy": {"bundle_hash": BUNDLE, "enforcement_mode": "enforce"},
+        "policy": {"bundle_hash": bundle, "enforcement_mode": "enforce"},
         "data_class": "internal",
         "build_provenance": {"slsa_level": 0, "digest": sha256_digest(b"code")},
         "appraisal": {"status": "none", "verifier": "urn:cmcp:gateway"},
@@ -79,7 +80,7 @@ def make_claim(
         "audit_chain": {"root": chain.root, "tip": chain.tip, "length": chain.length},
         "transcript": {"hash": transcript, "entries": len(mine.entry_hashes)},
         "call_summary": mine.counts,
-        "bundle": {"hash": BUNDLE, "candidate_hash": None},
+        "bundle": {"hash": bundle, "candidate_hash": None},
         "catalog": {"hash": CATALOG, "drift": []},
         "attestation": {
             "type": "software",
