@@ -44,7 +44,7 @@ SIDECAR_NAME = "cmcp-gateway"
 VOLUME_BUNDLE = "cmcp-bundle"
 VOLUME_CONFIG = "cmcp-config"
 VOLUME_DATA = "cmcp-data"
-VOLUME_TOKEN = "cmcp-token"  # noqa: S105 (a volume name)
+VOLUME_TOKEN = "cmcp-token"  # noqa: S105 (a volume name)  # nosec B105
 VOLUME_UPSTREAMS = "cmcp-upstreams"
 OUR_VOLUMES = (VOLUME_BUNDLE, VOLUME_CONFIG, VOLUME_DATA, VOLUME_TOKEN, VOLUME_UPSTREAMS)
 
@@ -53,7 +53,7 @@ BUNDLE_DIR = "/etc/cmcp/bundle"
 CONFIG_DIR = "/etc/cmcp/config"
 CONFIG_FILE = "cmcp-config.yaml"
 DATA_DIR = "/var/lib/cmcp"
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)  # nosec B105
 UPSTREAMS_DIR = "/var/run/secrets/cmcp/upstreams"
 CATALOG_FILE = "catalog.json"
 CLAIM_KEY = "claim.json"  # the key of a claim ConfigMap

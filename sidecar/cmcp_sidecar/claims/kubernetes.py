@@ -217,7 +217,7 @@ class KubernetesConfigMapSink:
                 self.stats.failures += 1
                 self.stats.last_error = exc.message
                 log.warning("claim %s not published yet (retry in %.1fs): %s", name, delay, exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)  # nosec B311
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = 0.5
