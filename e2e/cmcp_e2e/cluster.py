@@ -9,6 +9,7 @@ that another process started (``make cluster-down``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import ssl
@@ -143,7 +144,7 @@ class LocalCluster:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._used_ports: set[int] = set()
         self._state = ClusterState(str(directory), str(self.kubeconfig), "")
-        self._relaunch_apiserver: Callable[[float], object] | None = None
+        self._relaunch: dict[str, Callable[[float], object]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -199,10 +200,22 @@ class LocalCluster:
         self._state.save()
 
     def start_apiserver(self, timeout: float = 60.0) -> None:
-        """Start kube-apiserver again: same port, certificates and etcd (data intact)."""
-        if self._relaunch_apiserver is None:
+        """Start kube-apiserver again: same port, certificates and etcd (data intact).
+
+        kube-controller-manager and kube-scheduler are then restarted too, as kubelet or
+        systemd restarts them in a real cluster: here the controller manager exits when the
+        API vanishes while it is still starting controllers, and otherwise its
+        service-account controller stayed idle for minutes after the API came back (so a
+        new namespace never got its ``default`` ServiceAccount)."""
+        if "kube-apiserver" not in self._relaunch:
             raise ClusterError("kube-apiserver was never started", code="k8s.cluster.not_started")
-        self._relaunch_apiserver(timeout)
+        deadline = time.monotonic() + timeout
+        self._relaunch["kube-apiserver"](timeout)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            records = [r for r in self._state.processes if r.name == name]
+            stop(records, reap=self._reap)
+            self._state.processes = [r for r in self._state.processes if r not in records]
+            self._relaunch[name](max(5.0, deadline - time.monotonic()))
 
     # -- the sequence -------------------------------------------------------------------
 
@@ -264,7 +277,7 @@ class LocalCluster:
             ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/readyz", api_ctx, "ok"),
             fixed=self.apiserver_port,
         )[0]
-        self._relaunch_apiserver = lambda wait: self._launch(
+        self._relaunch["kube-apiserver"] = lambda wait: self._launch(
             "kube-apiserver",
             self.tools.kube_apiserver,
             1,
@@ -278,14 +291,16 @@ class LocalCluster:
             ("kube-controller-manager", self.tools.kube_controller_manager),
             ("kube-scheduler", self.tools.kube_scheduler),
         ):
-            self._launch(
+            launch = functools.partial(
+                self._launch,
                 name,
                 binary,
                 1,
                 lambda p, n=name: self._component_args(n, p[0], pki, sa),  # type: ignore[misc]
-                left(),
                 ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/healthz", _insecure_context()),
             )
+            launch(left())
+            self._relaunch[name] = launch
         self._launch("kwok", self.tools.kwok, 0, lambda _p: self._kwok_args(), left())
         self._wait_nodes_ready(left())
 

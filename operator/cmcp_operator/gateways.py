@@ -72,8 +72,9 @@ async def reconcile(ctx: Context, key: GatewayKey) -> None:
     accounts = frozenset(
         wl.service_account for wl in ctx.workloads_in(key.namespace) if selects(state, wl)
     )
-    if accounts != state.service_accounts:
-        await _ensure_rbac(ctx, state, accounts)
+    # Every reconcile (resyncs included): Roles are not watched, so one deleted or widened
+    # behind our back is only found by looking.
+    await _ensure_rbac(ctx, state, accounts)
     ctx.queue.add(StatusKey(*key), ctx.settings.status_delay)
 
 
@@ -193,7 +194,9 @@ async def bundle_readiness(
 async def _ensure_configmap(ctx: Context, state: GatewayState, cm: dict[str, Any]) -> bool:
     """Create the config ConfigMap unless it exists (same name = same content)."""
     name = cm["metadata"]["name"]
-    if state.config_map == name:
+    # Its DELETED event is missed when it goes while no watch is open: look.
+    path = kube.core("configmaps", state.namespace, name)
+    if state.config_map == name and await ctx.client.get(path) is not None:
         return True
     try:
         await ctx.client.create(kube.core("configmaps", state.namespace), cm)
