@@ -268,3 +268,32 @@ def test_node_removed_under_an_injected_pod(
         nodes = REPO / "e2e" / "manifests" / "nodes.yaml"
         k8s_cluster.kubectl("apply", "-f", str(nodes))
         k8s_cluster.wait_for("the node back and Ready", lambda: _nodes_ready(k8s_cluster))
+
+
+def test_a_claim_refused_for_good_holds_up_no_other(
+    k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess, tmp_path: Path
+) -> None:
+    """A claim the API server refuses whatever happens (a ConfigMap over its 1 MiB limit:
+    422) is retried, stays stored locally, and does not keep the claims queued after it
+    from being published."""
+    ns = k8s_namespace
+    digest, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
+    pod = _pod(k8s_cluster, ns)
+    sa_dir = _sa_dir(k8s_cluster, ns, "default", tmp_path / "sa")
+    huge = json.dumps({"padding": "x" * 1_100_000}).encode()
+
+    async def scenario() -> KubernetesConfigMapSink:
+        sink = _sink(k8s_cluster.server, pod, sa_dir, tmp_path / "claims")
+        sink.max_backoff = 1.0
+        await sink.put("huge-1", huge)
+        for i in range(3):
+            await sink.put(f"s{i}-1", _claim(pod, digest, f"s{i}"))
+        assert not await sink.flush(10)
+        assert await sink.get("huge-1") == huge
+        await sink.aclose(timeout=0.1)
+        return sink
+
+    sink = asyncio.run(scenario())
+    assert sink.stats.published == 3 and sink.stats.pending == 1, sink.stats
+    assert "HTTP 422" in sink.stats.last_error
+    assert set(_claims_of(k8s_cluster, ns, pod)) == {"s0-1", "s1-1", "s2-1"}
