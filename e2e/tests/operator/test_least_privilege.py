@@ -225,3 +225,35 @@ def test_claim_writer_asks_only_to_create_configmaps(
 
     assert allowed(ns) == {("create", "configmaps")}
     assert allowed("kube-system") == set()
+
+
+@pytest.mark.parametrize("key", ["shareProcessNamespace", "hostPID"])
+def test_agent_sharing_the_sidecars_processes_is_refused(
+    k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess, key: str
+) -> None:
+    """A pod whose containers share a process namespace (or the node's) would give the agent
+    the sidecar's memory and files, token and signing key included: not injected, and an
+    injected workload that turns it on loses its sidecar (no gateway: no MCP access)."""
+    ns = k8s_namespace
+    digest = bundle_hash(ALLOW)
+    apply(
+        k8s_cluster,
+        bundle("policy", ns, ALLOW, expected=digest),
+        deployment("agent", ns),
+        deployment("shared", ns, template_extra={key: True}),
+        gateway("gw", ns, "policy", digest),
+    )
+    k8s_cluster.wait_for("injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns)))
+    gw = wait_condition(
+        k8s_cluster, "mcpgw", "gw", ns, "Injected", "False", "SharedProcessNamespace"
+    )
+    assert f"spec.{key}" in json.dumps(gw["status"])
+    assert not injected(get(k8s_cluster, "deployment", "shared", ns))
+    patch = {"spec": {"template": {"spec": {key: True}}}}
+    k8s_cluster.kubectl(
+        "patch", "deployment", "agent", "-n", ns, "--type=merge", "-p", json.dumps(patch)
+    )
+    k8s_cluster.wait_for(
+        "the sidecar removed",
+        lambda: not injected(get(k8s_cluster, "deployment", "agent", ns)),
+    )
