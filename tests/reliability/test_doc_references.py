@@ -11,7 +11,7 @@ from tests.mcp.peers import REPO
 
 DOCS = ("docs/threat-model.md", "docs/reliability.md")
 # "tests/x.py::test_a, ::test_b" → (tests/x.py, test_a), (tests/x.py, test_b)
-_REF = re.compile(r"(tests/[\w/]+\.py)((?:(?:::|, ::)\w+(?:\[[^\]]*\])?)+)")
+_REF = re.compile(r"((?:e2e/)?tests/[\w/]+\.py)((?:(?:::|, ::)\w+(?:\[[^\]]*\])?)+)")
 
 
 def references() -> list[tuple[str, str, str]]:
