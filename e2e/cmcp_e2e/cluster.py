@@ -194,10 +194,7 @@ class LocalCluster:
     def stop_apiserver(self) -> None:
         """Stop kube-apiserver (SIGTERM, then SIGKILL): the API is down, connections refused,
         until :meth:`start_apiserver`. Everything else keeps running."""
-        records = [r for r in self._state.processes if r.name == "kube-apiserver"]
-        stop(records, reap=self._reap)
-        self._state.processes = [r for r in self._state.processes if r not in records]
-        self._state.save()
+        self._stop_component("kube-apiserver")
 
     def start_apiserver(self, timeout: float = 60.0) -> None:
         """Start kube-apiserver again: same port, certificates and etcd (data intact).
@@ -212,10 +209,14 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         self._relaunch["kube-apiserver"](timeout)
         for name in ("kube-controller-manager", "kube-scheduler"):
-            records = [r for r in self._state.processes if r.name == name]
-            stop(records, reap=self._reap)
-            self._state.processes = [r for r in self._state.processes if r not in records]
+            self._stop_component(name)
             self._relaunch[name](max(5.0, deadline - time.monotonic()))
+
+    def _stop_component(self, name: str) -> None:
+        records = [r for r in self._state.processes if r.name == name]
+        stop(records, reap=self._reap)
+        self._state.processes = [r for r in self._state.processes if r not in records]
+        self._state.save()
 
     # -- the sequence -------------------------------------------------------------------
 
