@@ -121,12 +121,17 @@ def test_api_server_down_and_back(
 
     asyncio.run(before())
     assert len(_claims_of(k8s_cluster, ns, pod)) == 5
+    requests_before = running.metric("cmcp_operator_api_requests_total")
     control.stop_apiserver()
     try:
         failures, pending = asyncio.run(during())
         assert running.running, running.tail()
+        # The operator's own requests (a resync falls into the outage) back off too.
+        operator_attempts = running.metric("cmcp_operator_api_requests_total") - requests_before
     finally:
         control.start_apiserver()
+    print(f"outage: {failures} sink attempts, {operator_attempts:.0f} operator requests")
+    assert operator_attempts < 150, operator_attempts  # a hot loop would make thousands
     # Backoff, not a hot loop: 0.5 s doubling to 4 s (with jitter) allows at most ~10
     # attempts in 15 s across both sidecar lives; each life gives up at once when down.
     assert 2 <= failures <= 14, failures
