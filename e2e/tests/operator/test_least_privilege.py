@@ -81,7 +81,9 @@ def _exercise_everything(cluster: K8sCluster, ns: str, op: OperatorProcess) -> N
         deployment("agent", ns),
         gateway("gw", ns, "policy", digest),
     )
-    cluster.wait_for("injected", lambda: injected(get(cluster, "deployment", "agent", ns)))
+    cluster.wait_for(
+        "injected", lambda: injected(get(cluster, "deployment", "agent", ns)), timeout=60
+    )
     sts = deployment("db", ns, template_extra={"serviceAccountName": "other"})
     sts["kind"], sts["spec"]["serviceName"] = "StatefulSet", "db"
     apply(cluster, sts)
@@ -148,7 +150,10 @@ def test_operator_uses_every_grant_and_nothing_else(
         k8s_cluster.kubectl("delete", "lease", "cmcp-operator", "-n", OPERATOR_NS, check=False)
         try:
             op.start()
-            k8s_cluster.wait_for("leader", lambda: op.health()[1].get("role") == "leader")
+            k8s_cluster.wait_for(
+                "leading and watching",
+                lambda: op.health()[1] == {"role": "leader", "watching": True},
+            )
             _exercise_everything(k8s_cluster, k8s_namespace, op)
         finally:
             op.stop(signal.SIGTERM)  # releases the lease (a patch)

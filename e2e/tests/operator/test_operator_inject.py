@@ -355,6 +355,7 @@ def test_candidate_bundle_reported_not_ignored(
     gw = get(k8s_cluster, "mcpgw", "gw", ns)
     assert gw is not None
     gw["spec"]["candidateBundle"] = {"name": "next", "hash": candidate}
+    del gw["metadata"]["resourceVersion"]  # else a status write in between is a conflict
     apply(k8s_cluster, {k: gw[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     obj = wait_condition(
         k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "False", "CandidateBundleNotFound"
