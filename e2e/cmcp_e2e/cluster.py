@@ -203,7 +203,9 @@ class LocalCluster:
         systemd restarts them in a real cluster: here the controller manager exits when the
         API vanishes while it is still starting controllers, and otherwise its
         service-account controller stayed idle for minutes after the API came back (so a
-        new namespace never got its ``default`` ServiceAccount)."""
+        new namespace never got its ``default`` ServiceAccount). Call it from the thread that
+        will outlive the processes: under pytest they get ``PR_SET_PDEATHSIG``, which the
+        kernel ties to the starting *thread*."""
         if "kube-apiserver" not in self._relaunch:
             raise ClusterError("kube-apiserver was never started", code="k8s.cluster.not_started")
         deadline = time.monotonic() + timeout
