@@ -83,10 +83,17 @@ async def _list_workloads(ctx: Context, namespace: str) -> None:
     (afterwards watch events keep the cache current)."""
     if namespace in ctx.watched:
         return
-    for kind, plural in WORKLOAD_KINDS.items():
-        for obj in await ctx.client.list(kube.apps(plural, namespace)):
-            ctx.remember({**obj, "kind": kind})
+    # Watched before listing: a workload event arriving while the lists are awaited must be
+    # cached, not dropped as "not wanted" (which also evicted the workload just listed, so it
+    # was never injected until its next change). remember() keeps the newer version.
     ctx.watched.add(namespace)
+    try:
+        for kind, plural in WORKLOAD_KINDS.items():
+            for obj in await ctx.client.list(kube.apps(plural, namespace)):
+                ctx.remember({**obj, "kind": kind})
+    except BaseException:
+        ctx.watched.discard(namespace)  # list again on the next reconcile
+        raise
 
 
 def _forget(ctx: Context, key: GatewayKey) -> None:
