@@ -25,6 +25,7 @@ unit:  ## fast tests only (no cluster, no npm peers)
 .PHONY: test
 test:  ## everything CI runs: dependencies, lint, type checks, all tests
 	@V=$(VENV); $$V/bin/ruff check . && $$V/bin/ruff format --check . && $$V/bin/mypy
+	@$(MAKE) --no-print-directory security
 	@V=$(VENV); $$V/bin/python -m cmcp_e2e build >/dev/null
 	@V=$(VENV); $$V/bin/python -m pytest -q tests e2e/tests
 
@@ -62,3 +63,22 @@ bench:  ## all benchmarks (~15 min) -> docs/benchmarks.md + docs/bench/*.png (BE
 
 bench-quick:  ## the same with small counts, no operator run (a few minutes)
 	@V=$(VENV); $$V/bin/python -m tests.bench.run_all --quick $(BENCH_ARGS)
+
+# -- reliability and security (issue 7; docs/reliability.md) ---------------------------------
+PACKAGES = $(wildcard verifier/cmcp_verifier sidecar/cmcp_sidecar operator/cmcp_operator)
+
+.PHONY: security
+security:  ## bandit over the packages, known-vulnerable dependencies (part of make test)
+	@V=$(VENV); $$V/bin/bandit -q -c pyproject.toml -r $(PACKAGES)
+	@V=$(VENV); $$V/bin/bandit -q -c pyproject.toml -s B101,B404,B603,B607 -r e2e/cmcp_e2e
+	@V=$(VENV); $$V/bin/python .ci/dependency_audit.py
+
+.PHONY: reliability
+reliability:  ## the long campaigns: gateway and audit SIGKILL (50 each), upstream faults (200 rounds)
+	@V=$(VENV); $$V/bin/python -m tests.reliability.kill_gateway --kills 50
+	@V=$(VENV); $$V/bin/python -m tests.reliability.kill_audit --kills 50
+	@V=$(VENV); $$V/bin/python -m tests.reliability.upstream_faults --rounds 200
+
+.PHONY: soak
+soak:  ## 30-minute soak (SOAK_MINUTES=N to change): RSS and descriptors must not grow > 10 %
+	@V=$(VENV); $$V/bin/python -m tests.reliability.soak --minutes $${SOAK_MINUTES:-30} --out $(CMCP_CACHE)/soak

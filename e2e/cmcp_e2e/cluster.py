@@ -9,6 +9,7 @@ that another process started (``make cluster-down``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import ssl
@@ -105,6 +106,17 @@ def _front_proxy_args(pki: ClusterPKI, client: CertFiles) -> list[str]:
     ]
 
 
+_AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
 class LocalCluster:
     """Starts and stops one local control plane in ``directory``.
 
@@ -132,6 +144,7 @@ class LocalCluster:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._used_ports: set[int] = set()
         self._state = ClusterState(str(directory), str(self.kubeconfig), "")
+        self._relaunch: dict[str, Callable[[float], object]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -163,6 +176,8 @@ class LocalCluster:
             helm_path=self.tools.helm,
             simulated=True,
             log_dir=self.logs,
+            control=self,
+            audit_log=self.logs / "audit.log",
         )
 
     def stop(self) -> None:
@@ -173,6 +188,37 @@ class LocalCluster:
     def _reap(self) -> None:
         for proc in self._procs.values():
             proc.poll()
+
+    # -- faults (reliability tests) ------------------------------------------------------
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL): the API is down, connections refused,
+        until :meth:`start_apiserver`. Everything else keeps running."""
+        self._stop_component("kube-apiserver")
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again: same port, certificates and etcd (data intact).
+
+        kube-controller-manager and kube-scheduler are then restarted too, as kubelet or
+        systemd restarts them in a real cluster: here the controller manager exits when the
+        API vanishes while it is still starting controllers, and otherwise its
+        service-account controller stayed idle for minutes after the API came back (so a
+        new namespace never got its ``default`` ServiceAccount). Call it from the thread that
+        will outlive the processes: under pytest they get ``PR_SET_PDEATHSIG``, which the
+        kernel ties to the starting *thread*."""
+        if "kube-apiserver" not in self._relaunch:
+            raise ClusterError("kube-apiserver was never started", code="k8s.cluster.not_started")
+        deadline = time.monotonic() + timeout
+        self._relaunch["kube-apiserver"](timeout)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            self._stop_component(name)
+            self._relaunch[name](max(5.0, deadline - time.monotonic()))
+
+    def _stop_component(self, name: str) -> None:
+        records = [r for r in self._state.processes if r.name == name]
+        stop(records, reap=self._reap)
+        self._state.processes = [r for r in self._state.processes if r not in records]
+        self._state.save()
 
     # -- the sequence -------------------------------------------------------------------
 
@@ -225,7 +271,7 @@ class LocalCluster:
                 *_front_proxy_args(pki, front_proxy),
             ]
 
-        self._launch(
+        api_port = self._launch(
             "kube-apiserver",
             self.tools.kube_apiserver,
             1,
@@ -233,20 +279,31 @@ class LocalCluster:
             left(),
             ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/readyz", api_ctx, "ok"),
             fixed=self.apiserver_port,
+        )[0]
+        self._relaunch["kube-apiserver"] = lambda wait: self._launch(
+            "kube-apiserver",
+            self.tools.kube_apiserver,
+            1,
+            apiserver_args,
+            wait,
+            ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/readyz", api_ctx, "ok"),
+            fixed=api_port,
         )
         self._apply_manifests()
         for name, binary in (
             ("kube-controller-manager", self.tools.kube_controller_manager),
             ("kube-scheduler", self.tools.kube_scheduler),
         ):
-            self._launch(
+            launch = functools.partial(
+                self._launch,
                 name,
                 binary,
                 1,
                 lambda p, n=name: self._component_args(n, p[0], pki, sa),  # type: ignore[misc]
-                left(),
                 ready=lambda p: _http_ok(f"https://{_HOST}:{p[0]}/healthz", _insecure_context()),
             )
+            launch(left())
+            self._relaunch[name] = launch
         self._launch("kwok", self.tools.kwok, 0, lambda _p: self._kwok_args(), left())
         self._wait_nodes_ready(left())
 
@@ -374,7 +431,17 @@ class LocalCluster:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
+            # What service accounts ask of the API (metadata only), for least-privilege tests.
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.logs / 'audit.log'}",
+            "--audit-log-maxsize=200",
+            "--audit-log-format=json",
         ]
+
+    def _audit_policy(self) -> Path:
+        path = self.dir / "audit-policy.yaml"
+        path.write_text(_AUDIT_POLICY)
+        return path
 
     def _component_args(self, name: str, port: int, pki: ClusterPKI, sa: CertFiles) -> list[str]:
         kubeconfig = self.dir / f"{name}.kubeconfig"

@@ -11,12 +11,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cmcp_e2e.errors import ClusterError
 
 DEFAULT_TIMEOUT = 60.0
 T = TypeVar("T")
+
+
+class ControlPlane(Protocol):
+    """What fault tests may do to a control plane this harness runs."""
+
+    def stop_apiserver(self) -> None: ...
+
+    def start_apiserver(self, timeout: float = 60.0) -> None: ...
 
 
 @dataclass
@@ -34,6 +42,12 @@ class K8sCluster:
     helm_path: Path
     simulated: bool
     log_dir: Path | None = None
+    # The local control plane itself, for fault tests (stop_apiserver/start_apiserver);
+    # None for a cluster taken from KUBECONFIG.
+    control: ControlPlane | None = None
+    # The API server's audit log (JSON lines, metadata of service accounts' requests), when
+    # the harness runs the control plane.
+    audit_log: Path | None = None
     _namespaces: list[str] = field(default_factory=list, repr=False)
 
     def env(self) -> dict[str, str]:

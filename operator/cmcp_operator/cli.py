@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resync-seconds", type=float, default=Settings.resync_seconds)
     p.add_argument("--metrics-port", type=int, default=9090, help="0 disables")
     p.add_argument("--health-port", type=int, default=8081, help="0 disables")
-    p.add_argument("--bind", default="0.0.0.0", help="address of the metrics/health servers")  # noqa: S104
+    p.add_argument("--bind", default="0.0.0.0", help="address of the metrics/health servers")  # noqa: S104  # nosec B104
     p.add_argument(
         "--leader-election",
         action=argparse.BooleanOptionalAction,

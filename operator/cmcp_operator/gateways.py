@@ -72,8 +72,9 @@ async def reconcile(ctx: Context, key: GatewayKey) -> None:
     accounts = frozenset(
         wl.service_account for wl in ctx.workloads_in(key.namespace) if selects(state, wl)
     )
-    if accounts != state.service_accounts:
-        await _ensure_rbac(ctx, state, accounts)
+    # Every reconcile (resyncs included): Roles are not watched, so one deleted or widened
+    # behind our back is only found by looking.
+    await _ensure_rbac(ctx, state, accounts)
     ctx.queue.add(StatusKey(*key), ctx.settings.status_delay)
 
 
@@ -82,10 +83,17 @@ async def _list_workloads(ctx: Context, namespace: str) -> None:
     (afterwards watch events keep the cache current)."""
     if namespace in ctx.watched:
         return
-    for kind, plural in WORKLOAD_KINDS.items():
-        for obj in await ctx.client.list(kube.apps(plural, namespace)):
-            ctx.remember({**obj, "kind": kind})
+    # Watched before listing: a workload event arriving while the lists are awaited must be
+    # cached, not dropped as "not wanted" (which also evicted the workload just listed, so it
+    # was never injected until its next change). remember() keeps the newer version.
     ctx.watched.add(namespace)
+    try:
+        for kind, plural in WORKLOAD_KINDS.items():
+            for obj in await ctx.client.list(kube.apps(plural, namespace)):
+                ctx.remember({**obj, "kind": kind})
+    except BaseException:
+        ctx.watched.discard(namespace)  # list again on the next reconcile
+        raise
 
 
 def _forget(ctx: Context, key: GatewayKey) -> None:
@@ -200,7 +208,9 @@ async def bundle_readiness(
 async def _ensure_configmap(ctx: Context, state: GatewayState, cm: dict[str, Any]) -> bool:
     """Create the config ConfigMap unless it exists (same name = same content)."""
     name = cm["metadata"]["name"]
-    if state.config_map == name:
+    # Its DELETED event is missed when it goes while no watch is open: look.
+    path = kube.core("configmaps", state.namespace, name)
+    if state.config_map == name and await ctx.client.get(path) is not None:
         return True
     try:
         await ctx.client.create(kube.core("configmaps", state.namespace), cm)

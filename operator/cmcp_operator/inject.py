@@ -59,6 +59,7 @@ def inject(template: Mapping[str, Any], plan: Plan) -> tuple[dict[str, Any], dic
     tpl = copy.deepcopy(dict(template))
     spec = tpl.setdefault("spec", {})
     _check_clashes(spec)
+    _check_isolation(spec)
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "gateway": plan.gateway,
@@ -115,6 +116,20 @@ def _check_clashes(spec: Mapping[str, Any]) -> None:
                 "VolumeNameClash",
                 f"the pod template already has a volume named {vol['name']!r}, which the"
                 " sidecar uses",
+            )
+
+
+def _check_isolation(spec: Mapping[str, Any]) -> None:
+    """The agent must not reach into the sidecar: with a shared process namespace its
+    containers can read the sidecar's memory and files through ``/proc/<pid>/root`` and
+    ``/proc/<pid>/mem`` (signing key, API token, audit log)."""
+    for key in ("shareProcessNamespace", "hostPID"):
+        if spec.get(key):
+            raise InjectionRefused(
+                "SharedProcessNamespace",
+                f"the pod template sets spec.{key}: true, which would let the agent containers"
+                " read the sidecar's memory and files (its signing key and API token); remove"
+                f" it or opt the workload out ({api.LABEL_INJECT}=false)",
             )
 
 

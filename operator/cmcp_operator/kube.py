@@ -179,7 +179,7 @@ class Kube:
                 if not exc.transient or attempt == attempts:
                     raise
                 log.debug("%s %s: %s (attempt %d, retrying)", method, path, exc, attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)  # nosec B311
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -238,13 +239,24 @@ async def _pin(config: UpstreamConfig, headers: dict[str, str]) -> dict[str, Any
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    """Run the gateway; a refused start is the one-line error plus a structured log line
+    (``event: start_refused``, ``reason: <code>``) for log pipelines."""
     from . import eventloop
     from .logs import setup_logging
     from .runtime import run
 
     loaded = load_config(args.config)
     setup_logging(loaded.log_format, loaded.log_level)
-    eventloop.run(run(loaded))
+    try:
+        eventloop.run(run(loaded))
+    except CmcpError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        logging.getLogger("cmcp.start").error(
+            "refusing to start: %s",
+            exc.message,
+            extra={"event": "start_refused", "reason": exc.code, "hint": exc.hint or ""},
+        )
+        return EXIT_FAIL
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cmcp_verifier.errors import ConfigError
 
 ENV_DEV_MODE = "CMCP_DEV_MODE"
-ENV_BEARER_TOKEN = "CMCP_BEARER_TOKEN"  # noqa: S105 (a variable name)
+ENV_BEARER_TOKEN = "CMCP_BEARER_TOKEN"  # noqa: S105 (a variable name)  # nosec B105
 ENV_TPM_TCTI = "CMCP_TPM_TCTI"
 ENV_LOG_FORMAT = "CMCP_LOG_FORMAT"
 ENV_LOG_LEVEL = "CMCP_LOG_LEVEL"
@@ -37,6 +37,9 @@ PROVIDERS = ("auto", "software", "tpm", "sev-snp", "tdx", "coco", "azure-cvm", "
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})$")
 _MAX_CONFIG_BYTES = 1024 * 1024
+# Listen hosts whose Host headers the loopback defaults already cover (not a bind address).
+_ANY_V4 = "0.0.0.0"  # noqa: S104  # nosec B104
+_ANY_OR_LOOPBACK = frozenset((_ANY_V4, "::", "127.0.0.1", "localhost", "::1"))
 # Headers the gateway owns on upstream requests; a credentials file may not set them.
 RESERVED_UPSTREAM_HEADERS = frozenset(
     {
@@ -117,6 +120,7 @@ class TimeoutsConfig(_Model):
     connect_seconds: PositiveFloat = 10.0
     read_idle_seconds: PositiveFloat | None = 300.0
     stream_idle_seconds: PositiveFloat | None = None
+    body_seconds: PositiveFloat | None = 120.0  # a begun reply (JSON body, SSE event) must end
 
 
 class TlsConfig(_Model):
@@ -201,6 +205,9 @@ class AuditConfig(_Model):
     fsync: Literal["every", "batch"] = "batch"
     batch_max_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 0
     batch_max_entries: Annotated[int, Field(ge=1, le=65536)] = 256
+    # Disk space kept allocated ahead of the log (0: none); when it cannot be renewed the
+    # volume is full and new calls are refused before any entry could fail.
+    reserve_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
 
 
 class ModelConfig(_Model):
@@ -239,6 +246,8 @@ class LoggingConfig(_Model):
 class GatewayConfig(_Model):
     attestation: AttestationConfig = AttestationConfig()
     policy_bundle_path: str = "./policies/"
+    # The approved bundle (sha256:<hex>): a bundle with any other hash never goes live.
+    policy_bundle_expected_hash: str | None = None
     catalog_path: str | None = "./catalog.json"
     # A candidate bundle evaluated in shadow next to the active one: never enforced; where
     # it would decide differently is counted in claims (gateway.shadow) and metrics.
@@ -257,6 +266,13 @@ class GatewayConfig(_Model):
     allowed_hosts: list[str] | None = None
     allowed_origins: list[str] = []
     logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("policy_bundle_expected_hash")
+    @classmethod
+    def _bundle_pin(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError("must be sha256:<64 lowercase hex digits>")
+        return value
 
     @field_validator("listen_addr")
     @classmethod
@@ -471,7 +487,7 @@ class LoadedConfig:
             return tuple(self.config.allowed_hosts)
         host = self.config.listen_host
         hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-        if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):  # noqa: S104
+        if host not in _ANY_OR_LOOPBACK:
             hosts.append(f"[{host}]:*" if ":" in host else f"{host}:*")
         return tuple(hosts)
 

@@ -4,13 +4,16 @@
 proxy asks before anything crosses it) and :class:`~cmcp_sidecar.gateway.Services` (what the
 operational endpoints delegate to). For every operation:
 
-1. **admit** — attestation must allow forwarding (fresh, or stale under ``warn_only``);
+1. **admit** — nothing is forwarded while a fail-closed condition holds (attestation stale
+   under ``fail_closed`` or no longer binding the gateway, audit storage failed or full:
+   :mod:`.failclosed`);
    ``tools/call`` targets must be approved by the catalog guard (unchanged pinned definition);
    Cedar decides (``PolicyEngine.decide`` with the contract's request: principal, action,
    resource and its server, arguments, catalog facts, session facts, gateway facts); the mode
    says what to do with the decision (``apply_mode``). A request that is not forwarded is
    audited (durably) before the agent gets the JSON-RPC error; redacted arguments replace the
-   forwarded ones.
+   forwarded ones; and a request is forwarded only when the audit log can still take its
+   entry (:meth:`~cmcp_sidecar.audit.AuditLog.check_writable`).
 2. **complete** — result redaction, then one durable audit entry (digests of arguments and of
    the result as returned, the decision, the determining policies, the bundle hash) before the
    reply is written; the session's ``data_classes_seen`` grows by the tool's labels.
@@ -54,6 +57,7 @@ from .claims.kubernetes import KubernetesConfigMapSink
 from .claims.kubernetes import from_environment as kubernetes_sink
 from .claims.sink import ClaimSink, DirectorySink
 from .config import LoadedConfig
+from .failclosed import FailClosed
 from .gateway import Gateway
 from .mcp import directory
 from .mcp.intercept import (
@@ -156,6 +160,26 @@ class _Metrics(Collector):
             shadow.add_metric(["agree"], totals.evaluated - totals.disagreeing)
             shadow.add_metric(["disagree"], totals.disagreeing)
             yield shadow
+        checks = self._e.readiness()
+        ready = GaugeMetricFamily("cmcp_ready", "1 when /readyz says ready")
+        ready.add_metric([], 1 if all(v == "ok" for v in checks.values()) else 0)
+        yield ready
+        reasons = GaugeMetricFamily(
+            "cmcp_not_ready_reason",
+            "1 for each reason the gateway is not ready (fail-closed conditions among them)",
+            labels=["reason"],
+        )
+        for reason in sorted(_reasons(checks)):
+            reasons.add_metric([reason], 1)
+        yield reasons
+        refused = CounterMetricFamily(
+            "cmcp_fail_closed",
+            "requests refused instead of forwarded because of a fail-closed condition or error",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._e.fail_closed.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def _claim_sink(loaded: LoadedConfig) -> ClaimSink:
@@ -197,6 +221,7 @@ class Enforcement:
         self._gateway: Gateway | None = None
         self._reviewed: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.fail_closed = FailClosed()
         self.issuer.policy_status = self._policy_status()
         if shadow is not None:
             self.issuer.shadow_summary = shadow.summary
@@ -213,6 +238,8 @@ class Enforcement:
         config = loaded.config
         sink = _claim_sink(loaded)
         bundle = load_bundle(loaded.path(config.policy_bundle_path))
+        if config.policy_bundle_expected_hash is not None:
+            bundle.check_hash(config.policy_bundle_expected_hash)
         shadow = (
             ShadowEvaluator(load_bundle(loaded.path(config.shadow_bundle_path)))
             if config.shadow_bundle_path
@@ -229,6 +256,7 @@ class Enforcement:
             fsync=config.audit.fsync,
             batch_max_delay_ms=config.audit.batch_max_delay_ms,
             batch_max_entries=config.audit.batch_max_entries,
+            reserve_bytes=config.audit.reserve_bytes,
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(audit.close)
@@ -344,6 +372,9 @@ class Enforcement:
             if read_bundle_dir(path).hash == self.bundle.hash:
                 return False
             bundle = load_bundle(path)
+            pin = self.loaded.config.policy_bundle_expected_hash
+            if pin is not None:
+                bundle.check_hash(pin)
             engine = PolicyEngine(bundle)
         except CmcpError as exc:
             log.error(
@@ -409,25 +440,9 @@ class Enforcement:
     # -- the seam ---------------------------------------------------------------------------
 
     async def admit(self, op: Operation) -> Admission:
-        if not self.attestor.may_forward():
-            await self._append(
-                FaultEntry(
-                    session=op.ctx.claim_session,
-                    error="attestation.stale",
-                    forwarded=False,
-                    principal=op.ctx.principal,
-                    method=op.method,
-                    tool=op.name,
-                    upstream=op.upstream,
-                    bundle=self.bundle.hash,
-                )
-            )
-            error = _error(
-                GATEWAY_NOT_READY,
-                "attestation is not fresh; nothing is forwarded",
-                "attestation.stale",
-            )
-            return Admission(op=op, params=None, error=error, decision="error")
+        blocked = self._condition()
+        if blocked is not None:
+            return await self._fail_closed(op, *blocked)
         facts: ToolFacts | None = NO_TOOL_FACTS
         if op.kind is OpKind.CALL_TOOL:
             assert op.upstream_name is not None
@@ -452,6 +467,10 @@ class Enforcement:
             self._log_decision(op, ticket)
         if not ticket.outcome.forward:
             return await self._refuse(op, ticket)
+        try:
+            self.audit.check_writable()  # what cannot be audited is not forwarded
+        except AuditUnavailable as exc:
+            return await self._fail_closed(op, exc.code, exc.message)
         params = op.params
         plan = ticket.decision.obligations
         if ticket.outcome.redact and plan.arguments and isinstance(arguments, dict):
@@ -494,12 +513,18 @@ class Enforcement:
 
     async def _refuse(self, op: Operation, ticket: _Ticket) -> Admission:
         """Audit a request that is not forwarded, then answer it with a policy error."""
-        await self._audit(op, ticket, forwarded=False, error="policy.denied")
         decision = ticket.decision
+        code = _FAILED_DECISIONS.get(decision.reason, "policy.denied")
+        if code != "policy.denied":
+            self.fail_closed.refuse(code)
+        try:
+            await self._audit(op, ticket, forwarded=False, error=code)
+        except AuditUnavailable as exc:
+            return await self._fail_closed(op, exc.code, exc.message)
         error = _error(
             POLICY_DENIED,
             f"denied by policy ({decision.reason})",
-            "policy.denied",
+            code,
             reason=decision.reason,
         )
         if decision.policy_ids:
@@ -530,9 +555,12 @@ class Enforcement:
                 result=result,
                 error="upstream.error" if reply.error is not None else None,
             )
-        except AuditUnavailable:  # not durable: the agent must not see the reply
+        except AuditUnavailable as exc:  # not durable: the agent must not see the reply
+            self.fail_closed.refuse(exc.code)
             return Reply(
-                error=_error(GATEWAY_NOT_READY, "the audit log is unavailable", "audit.unavailable")
+                error=_error(
+                    GATEWAY_NOT_READY, f"the audit log is unavailable: {exc.message}", exc.code
+                )
             )
         if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
             sid = admission.op.ctx.claim_session
@@ -616,16 +644,24 @@ class Enforcement:
     # -- services (operational endpoints) ----------------------------------------------------
 
     def readiness(self) -> dict[str, str]:
-        status = self.attestor.status()
-        checks = {
-            "bundle": "ok",
-            "attestation": "ok" if self.attestor.may_forward() else f"not fresh ({status.state})",
-            "audit": "ok" if self.audit.healthy else "unavailable",
-        }
+        blocked = self._conditions()
+        checks = {"bundle": "ok", "attestation": "ok", "audit": "ok"}
+        for check, (code, message) in blocked.items():
+            checks[check] = f"{code}: {message}"
         if self._gateway is not None:
             missing = [up.name for up in self._gateway.upstreams if up.name not in self._reviewed]
-            checks["catalog"] = "ok" if not missing else f"not yet reviewed: {', '.join(missing)}"
+            if missing:
+                checks["catalog"] = f"catalog.unreviewed: {', '.join(missing)} not yet listed"
+            else:
+                checks["catalog"] = "ok"
+        self.fail_closed.observe(dict(blocked.values()))
         return checks
+
+    def fail_closed_report(self) -> dict[str, Any]:
+        return {
+            "reasons": sorted(_reasons(self.readiness())),
+            "refused": dict(sorted(self.fail_closed.refused.items())),
+        }
 
     async def attestation(self, nonce: bytes) -> dict[str, Any]:
         bound = await self.attestor.evidence_for_nonce(nonce)
@@ -643,6 +679,55 @@ class Enforcement:
 
     async def audit_export(self, claim_session: str | None) -> bytes:
         return b"".join([line async for line in self.audit.export(claim_session)])
+
+    # -- fail closed -----------------------------------------------------------------------
+
+    def _conditions(self) -> dict[str, tuple[str, str]]:
+        """Gateway-wide conditions that stop forwarding: check name → (code, message)."""
+        out: dict[str, tuple[str, str]] = {}
+        audit = self.audit.failure or self.audit.low_space
+        if audit is not None:
+            out["audit"] = (audit.code, audit.message)
+        attestor = self.attestor
+        if not attestor.may_forward():
+            if attestor.integrity_error is not None:
+                error = attestor.integrity_error
+                out["attestation"] = (error.code, error.message)
+            else:
+                status = attestor.status()
+                last = f"; last refresh: {status.last_error}" if status.last_error else ""
+                out["attestation"] = (
+                    f"attestation.{status.state}",
+                    f"evidence collected at {status.collected_at} expired at "
+                    f"{status.expires_at}{last}",
+                )
+        return out
+
+    def _condition(self) -> tuple[str, str] | None:
+        """The first condition that stops forwarding now (cheap: called for every request)."""
+        if self.attestor.may_forward() and self.audit.accepting:
+            return None
+        return next(iter(self._conditions().values()), None)
+
+    async def _fail_closed(self, op: Operation, code: str, message: str) -> Admission:
+        """Refuse ``op`` because of a fail-closed condition: counted, audited if possible."""
+        self.fail_closed.refuse(code)
+        self.readiness()  # logs the condition the first time it is seen
+        with contextlib.suppress(AuditUnavailable):
+            await self._append(
+                FaultEntry(
+                    session=op.ctx.claim_session,
+                    error=code,
+                    forwarded=False,
+                    principal=op.ctx.principal,
+                    method=op.method,
+                    tool=op.name,
+                    upstream=op.upstream,
+                    bundle=self.bundle.hash,
+                )
+            )
+        error = _error(GATEWAY_NOT_READY, f"nothing is forwarded: {message}", code)
+        return Admission(op=op, params=None, error=error, decision="error")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -724,6 +809,15 @@ class Enforcement:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# Decision reasons that are failures (fail closed), not policy outcomes: their stable codes.
+_FAILED_DECISIONS = {"error": "policy.error", "uncanonical_arguments": "arguments.uncanonical"}
+
+
+def _reasons(checks: dict[str, str]) -> list[str]:
+    """The stable codes of failing readiness checks (``"<code>: <detail>"``)."""
+    return [v.partition(": ")[0] if ": " in v else k for k, v in checks.items() if v != "ok"]
 
 
 def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, Any]:

@@ -34,7 +34,13 @@ class Services(Protocol):
     """What the operational endpoints delegate to (attestation, claims, audit)."""
 
     def readiness(self) -> dict[str, str]:
-        """Check name → ``"ok"`` or why not (e.g. ``bundle``, ``attestation``)."""
+        """Check name → ``"ok"`` or why not, as ``"<stable code>: <detail>"``
+        (e.g. ``attestation``: ``"attestation.stale: …"``)."""
+        ...
+
+    def fail_closed_report(self) -> dict[str, Any]:
+        """``reasons`` (codes of failing checks) and ``refused`` (requests refused instead of
+        forwarded, by code) for /readyz."""
         ...
 
     async def attestation(self, nonce: bytes) -> dict[str, Any]:

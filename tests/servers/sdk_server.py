@@ -1,12 +1,14 @@
 """A real MCP server built with the official Python SDK, for tests and the demo.
 
-Run: ``python -m tests.servers.sdk_server --port N [--json-response] [--stateless]``.
+Run: ``python -m tests.servers.sdk_server --port N [--json-response] [--stateless] [--record]``.
 It serves both protocol eras (the SDK is dual-era) with resumable streams (an in-memory event
 store) and exercises what the gateway must pass through: progress, logging, images, structured
 output, resource links, resources (static, template, subscribe), prompts, completion,
 elicitation and sampling (standalone requests in 2025, input-required results in 2026-07-28),
 large results and arguments, slow and streaming tools. ``GET /state`` reports what the server
-observed (cancelled calls, arguments seen), so tests can check the upstream's side.
+observed (cancelled calls, arguments seen), so tests can check the upstream's side; with
+``--record`` it also lists every JSON-RPC message POSTed to /mcp (``requests``: method and
+target name), so fail-closed tests can prove that nothing reached the upstream.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import itertools
+import json
 import os
 from typing import Annotated, Any
 
@@ -40,7 +43,13 @@ from starlette.responses import JSONResponse, Response
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
-STATE: dict[str, Any] = {"cancelled": [], "finished": [], "seen_arguments": [], "started": []}
+STATE: dict[str, Any] = {
+    "cancelled": [],
+    "finished": [],
+    "seen_arguments": [],
+    "started": [],
+    "requests": [],
+}
 
 
 class MemoryEventStore(EventStore):
@@ -227,11 +236,48 @@ def build(name: str = "cmcp-test-server") -> MCPServer:
     return mcp
 
 
+class RecordRequests:
+    """ASGI middleware: note every message POSTed to /mcp (method, name/uri, arguments)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/mcp" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        messages, body = [], b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        try:
+            rpc = json.loads(body)
+            params = rpc.get("params") or {}
+            STATE["requests"].append(
+                {
+                    "method": rpc.get("method"),
+                    "name": params.get("name", params.get("uri")),
+                    "arguments": params.get("arguments"),
+                }
+            )
+        except (ValueError, AttributeError):
+            STATE["requests"].append({"method": None, "name": None, "arguments": None})
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--stateless", action="store_true")
+    parser.add_argument("--record", action="store_true", help="list every request in /state")
     args = parser.parse_args()
     mcp = build()
     app = mcp.streamable_http_app(
@@ -241,7 +287,12 @@ def main() -> None:
         max_request_body_size=64 * 1024 * 1024,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        RecordRequests(app) if args.record else app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

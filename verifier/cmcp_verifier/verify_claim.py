@@ -149,9 +149,7 @@ def _gateway_shape_ok(gw: dict[str, Any]) -> str | None:
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         return "gateway.audit_chain.length must be a non-negative integer"
     summary = gw["call_summary"]
-    if set(summary) != set(audit.SUMMARY_KEYS) or not all(
-        _count(v) for v in summary.values()
-    ):
+    if set(summary) != set(audit.SUMMARY_KEYS) or not all(_count(v) for v in summary.values()):
         return f"gateway.call_summary must hold exactly the counters {list(audit.SUMMARY_KEYS)}"
     if not isinstance(gw["attestation"].get("type"), str):
         return "gateway.attestation.type must be a string"

@@ -23,6 +23,12 @@ and claims carry ``attestation.stale: true``.
 :meth:`Attestor.update` collects evidence for the new hashes and only then makes it current;
 if it raises, the old evidence stays current and the gateway must keep the old bundle (as for
 an invalid bundle), so claims never pair a bundle with evidence that does not bind it.
+
+A refresh whose evidence does not bind this gateway's key, bundle and catalog
+(``attestation.binding_mismatch``) or shows another measurement than the pinned one
+(``attestation.measurement_mismatch``) is not a transient failure: the platform or its
+attestation agent is not what it was. Forwarding stops at once (:attr:`Attestor.integrity_error`)
+and stays stopped until the gateway is restarted, however fresh the old evidence still is.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from .base import AttestationError, AttestationProvider, Evidence, Members
 from .identity import SigningIdentity
 
 StalenessPolicy = Literal["fail_closed", "warn_only"]
+INTEGRITY_CODES = frozenset({"attestation.binding_mismatch", "attestation.measurement_mismatch"})
 State = Literal["starting", "fresh", "stale", "closed"]
 log = logging.getLogger("cmcp.attest")
 
@@ -169,6 +176,7 @@ class Attestor:
         self._current: BoundEvidence | None = None
         self._current_at = 0.0  # monotonic time of the current collection
         self._last_error: AttestationError | None = None
+        self.integrity_error: AttestationError | None = None  # latched; see the module docs
         self._device = asyncio.Lock()
         self._inflight: dict[tuple[bytes, str, str], asyncio.Future[BoundEvidence]] = {}
         self._changed = asyncio.Event()
@@ -254,7 +262,7 @@ class Attestor:
 
     def may_forward(self) -> bool:
         """Whether the proxy may forward calls now (fresh, or stale under ``warn_only``)."""
-        if self._closed or self._current is None:
+        if self._closed or self._current is None or self.integrity_error is not None:
             return False
         return self.fresh or self.staleness_policy == "warn_only"
 
@@ -317,7 +325,12 @@ class Attestor:
                     code="attestation.timeout",
                     hint="check the TEE device or attestation agent",
                 ) from None
-        self._check(evidence, binding)
+        try:
+            self._check(evidence, binding)
+        except AttestationError as exc:
+            if exc.code in INTEGRITY_CODES and self._current is not None:
+                self._latch(exc)
+            raise
         return BoundEvidence(
             provider=self.provider.name,
             evidence_type=self.provider.evidence_type,
@@ -362,6 +375,16 @@ class Attestor:
                 "refuses to run it",
             )
 
+    def _latch(self, exc: AttestationError) -> None:
+        if self.integrity_error is None:
+            log.error(
+                "attestation no longer binds this gateway; forwarding stopped until restart: %s",
+                exc.render(),
+                extra={"event": "fail_closed", "reason": exc.code},
+            )
+            self.integrity_error = exc
+            self._notify()
+
     def _install(self, bound: BoundEvidence) -> None:
         self._current, self._current_at = bound, time.monotonic()
         self._last_error = None
@@ -401,9 +424,16 @@ class Attestor:
     def _record_failure(self, exc: AttestationError) -> None:
         self._last_error = exc
         age = time.monotonic() - self._current_at
-        if age >= self.validity_seconds:
-            action = "forwarding stopped" if self.staleness_policy == "fail_closed" else "warn_only"
-            log.error("attestation evidence is stale (%s): %s", action, exc.render())
+        if exc.code in INTEGRITY_CODES:
+            pass  # latched and logged by _collect
+        elif age >= self.validity_seconds:
+            closed = self.staleness_policy == "fail_closed"
+            log.error(
+                "attestation evidence is stale (%s): %s",
+                "forwarding stopped" if closed else "warn_only",
+                exc.render(),
+                extra={"event": "fail_closed", "reason": "attestation.stale"} if closed else {},
+            )
         else:
             log.warning(
                 "attestation refresh failed, evidence expires in %.0f s: %s",

@@ -21,6 +21,12 @@ Storage failures (disk full, read-only, permission, file removed, I/O error) rai
 ``failure`` says why (for ``/readyz``). The log stays failed until it is reopened: after a
 failed sync the kernel may have dropped the data, so only a fresh verification is safe.
 
+Before a call is forwarded the gateway asks :meth:`AuditLog.check_writable`: it fails when the
+log has failed, when the disk space reserved ahead of the log cannot be renewed (the volume is
+full, ``low_space``; see :mod:`.space`), or when a zero-byte write to the log fails (a file
+system shut down after an I/O error, a log made immutable), so no call goes out whose entry
+could not be written.
+
 Observers registered with :meth:`AuditLog.subscribe` see every durable record, in chain
 order, before the appender's ``await`` returns and in the same loop step that moves
 ``length`` — so a claim snapshot of (chain state, session ledger) is always consistent.
@@ -43,6 +49,7 @@ from cmcp_verifier.errors import CmcpError
 from .entries import CHAIN_FIELDS, AuditFields
 from .errors import AuditUnavailable, storage_error
 from .recovery import TornTail, open_log
+from .space import DEFAULT_RESERVE_BYTES
 from .writer import ChainWriter, Outcome, Pending
 
 FsyncMode = Literal["every", "batch"]
@@ -71,6 +78,7 @@ class AuditLog:
         self.tip: str = ZERO_DIGEST
         self.length = 0
         self.failure: AuditUnavailable | None = None
+        self.low_space: AuditUnavailable | None = None  # the reserve cannot be renewed
         self._size = 0
         self._observers: list[Observer] = []
         self._writer: ChainWriter | None = None
@@ -84,6 +92,7 @@ class AuditLog:
         fsync: FsyncMode = "batch",
         batch_max_delay_ms: float = 0,
         batch_max_entries: int = 256,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> AuditLog:
         """Open (or create) ``directory/audit.log``, verify it, and start the writer."""
         if fsync not in ("every", "batch"):
@@ -106,6 +115,8 @@ class AuditLog:
             loop=loop,
             deliver=log._on_written,
             fail=log._on_failure,
+            space_changed=log._on_space,
+            reserve_bytes=reserve_bytes,
         )
         log._writer.start()
         try:
@@ -120,6 +131,27 @@ class AuditLog:
     def healthy(self) -> bool:
         """False once storage failed or the log was closed."""
         return self.failure is None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new calls may be forwarded: healthy and with disk space in reserve."""
+        return self.failure is None and self.low_space is None
+
+    def check_writable(self) -> None:
+        """Raise :class:`AuditUnavailable` unless an entry written now would be durable as far
+        as can be known before writing it (see the module docs); cheap: one system call."""
+        if self.failure is not None:
+            raise self.failure.again()
+        if self.low_space is not None:
+            raise self.low_space.again()
+        writer = self._writer
+        if writer is None:
+            raise AuditUnavailable("the audit log is closed", code="audit.closed")
+        try:
+            os.write(writer.fd, b"")  # the file system's write checks, nothing written
+        except OSError as exc:
+            self.failure = storage_error(exc, str(self.path))
+            raise self.failure.again() from None
 
     @property
     def syncs(self) -> int:
@@ -206,7 +238,22 @@ class AuditLog:
             if not future.done():
                 future.set_result(Appended(record.entry["seq"], record.hash))
 
+    def _on_space(self, error: AuditUnavailable | None) -> None:
+        self.low_space = error
+        if error is not None:
+            logger.error(
+                "audit storage is full: no new calls are admitted until space is freed",
+                extra={"event": "fail_closed", "reason": error.code, "detail": error.message},
+            )
+        else:
+            logger.info("audit storage has space again", extra={"event": "recovered"})
+
     def _on_failure(self, error: AuditUnavailable, pending: list[Pending]) -> None:
+        if self.failure is None:
+            logger.error(
+                "audit storage failed: nothing is forwarded until the gateway is restarted",
+                extra={"event": "fail_closed", "reason": error.code, "detail": error.message},
+            )
         self.failure = error
         for item in pending:
             if not item.future.done():

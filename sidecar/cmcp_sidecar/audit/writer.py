@@ -9,6 +9,9 @@ A storage error stops the writer for good: every taken and queued entry gets the
 Hand-offs are the cost that matters on the hot path: the entries submitted in one step of
 the event loop go to the thread together, as one item of a ``queue.SimpleQueue`` (one wake-up
 at most), and come back with one ``call_soon_threadsafe`` per write.
+
+The writer also keeps disk space reserved ahead of the log (:mod:`.space`) and reports when the
+reserve cannot be renewed (the volume is full) and when it can be again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from cmcp_verifier import audit
 from cmcp_verifier.errors import CmcpError, InputError
 
+from . import space
 from .errors import AuditUnavailable, storage_error
 from .recovery import ChainState
 
@@ -53,6 +57,7 @@ class Outcome:
 Deliver = Callable[[list[Outcome]], None]
 Fail = Callable[[AuditUnavailable, list[Pending]], None]
 _STOP = object()  # queued by stop(): write what came before, then end
+Space = Callable[[AuditUnavailable | None], None]
 
 
 class ChainWriter:
@@ -71,6 +76,8 @@ class ChainWriter:
         loop: asyncio.AbstractEventLoop,
         deliver: Deliver,
         fail: Fail,
+        space_changed: Space | None = None,
+        reserve_bytes: int = space.DEFAULT_RESERVE_BYTES,
     ) -> None:
         self.fd, self._path, self._instance = fd, path, instance_id
         self._seq, self._prev, self._size = state.length, state.tip, state.size
@@ -81,6 +88,10 @@ class ChainWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._held: deque[Pending] = deque()  # taken off the queue, not yet written (thread)
         self._stopping = False  # the thread saw _STOP
+        self._space_changed = space_changed
+        self._reserve = reserve_bytes
+        self._reserved_to = 0
+        self.low_space: AuditUnavailable | None = None
         self._closing = False
         self.failure: AuditUnavailable | None = None
         self.syncs = 0  # write+sync rounds so far (metrics; shows group commit at work)
@@ -117,6 +128,7 @@ class ChainWriter:
             self._call_loop(self._fail, error, late)
 
     def _run(self) -> None:
+        self._keep_reserve()
         while batch := self._take():
             try:
                 outcomes = self._write(batch)
@@ -135,12 +147,19 @@ class ChainWriter:
                 self._stop_with(error, batch)
                 return
             self._call_loop(self._deliver, outcomes)
+            self._keep_reserve()
 
     def _take(self) -> list[Pending]:
         """The next group to write (empty: stopped and nothing left)."""
         held = self._held
-        if not held and not self._stopping:
-            self._receive(self._queue.get())
+        while not held and not self._stopping:
+            if self.low_space is None:
+                self._receive(self._queue.get())
+                continue
+            try:  # low on space: wake up now and then to see whether space was freed
+                self._receive(self._queue.get(timeout=1.0))
+            except queue.Empty:
+                self._keep_reserve()
         self._receive_all(self._drain_queue())
         if self._max_delay and len(held) < self._max_entries and not self._stopping:
             deadline = time.monotonic() + self._max_delay
@@ -217,6 +236,28 @@ class ChainWriter:
             record = audit.AuditRecord(entry=entry, hash=digest, line=line[:-1])
             outcomes.append(Outcome(pending, record=record, end_offset=self._size))
         return outcomes, chunks
+
+    def _keep_reserve(self) -> None:
+        """Renew the reserve past the end of the log when half of it is used."""
+        if not self._reserve or self._reserved_to - self._size >= self._reserve // 2:
+            return
+        try:
+            space.reserve(self.fd, self._size, self._reserve)
+        except OSError as exc:
+            if exc.errno in space.UNSUPPORTED:
+                self._reserve = 0  # no fallocate here: a full disk shows at the write
+            elif exc.errno in space.FULL and self.low_space is None:
+                self.low_space = storage_error(exc, str(self._path))
+                self._report_space(self.low_space)
+            return
+        self._reserved_to = self._size + self._reserve
+        if self.low_space is not None:
+            self.low_space = None
+            self._report_space(None)
+
+    def _report_space(self, error: AuditUnavailable | None) -> None:
+        if self._space_changed is not None:
+            self._call_loop(self._space_changed, error)
 
     def _stop_with(self, error: AuditUnavailable, batch: list[Pending]) -> None:
         """Fail the batch, everything held and queued, and whatever arrives until stop()."""

@@ -213,11 +213,15 @@ class KubernetesConfigMapSink:
             name = next(iter(self._pending))
             try:
                 await self._publish(name)
-            except ClaimSinkError as exc:
+            except Exception as exc:  # one bad claim must not stop the publisher
                 self.stats.failures += 1
-                self.stats.last_error = exc.message
+                self.stats.last_error = str(exc)
                 log.warning("claim %s not published yet (retry in %.1fs): %s", name, delay, exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+                # To the back of the queue: a claim the API refuses for good (too large,
+                # invalid) must not hold up the others; it stays stored locally.
+                del self._pending[name]
+                self._pending[name] = None
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)  # nosec B311
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = 0.5

@@ -76,7 +76,9 @@ class ControlClient:
         async with self.upstream.request("POST", headers=headers, body=dumps(message)) as resp:
             self._check_status(resp.status)
             self._session_id = resp.headers.get("Mcp-Session-Id")
-            reply = await first_response(resp, 0, self.upstream.max_response_bytes)
+            reply = await first_response(
+                resp, 0, self.upstream.max_response_bytes, self.upstream.body_seconds
+            )
         result = self._result(reply.raw, "initialize")
         version = result.get("protocolVersion")
         if isinstance(version, str):
@@ -100,7 +102,9 @@ class ControlClient:
         async with self.upstream.request("POST", headers=self._headers(method), body=body) as resp:
             if resp.status >= 400 and not resp.headers.get("Content-Type", "").startswith(JSON):
                 self._check_status(resp.status)
-            reply = await first_response(resp, request_id, self.upstream.max_response_bytes)
+            reply = await first_response(
+                resp, request_id, self.upstream.max_response_bytes, self.upstream.body_seconds
+            )
         return self._result(reply.raw, method)
 
     async def list_all(self, method: str, key: str) -> list[dict[str, Any]]:

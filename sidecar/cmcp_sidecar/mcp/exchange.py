@@ -58,10 +58,15 @@ SSE_HEADERS: Final = {
 _FAULT_ERRORS: Final = {
     "upstream.unreachable": (UPSTREAM_UNAVAILABLE, 502),
     "upstream.timeout": (UPSTREAM_UNAVAILABLE, 504),
+    "upstream.tls": (UPSTREAM_UNAVAILABLE, 502),
     "upstream.too_large": (RESPONSE_TOO_LARGE, 502),
     "upstream.session_gone": (UPSTREAM_UNAVAILABLE, 404),
     "gateway.shutdown": (UPSTREAM_UNAVAILABLE, 503),
 }
+
+
+# Stream breaks after which a session's request stream stays pending (the agent may resume).
+_RESUMABLE_BREAKS: Final = frozenset({"upstream.reset", "client.disconnected"})
 
 
 def fault_reply(fault: Fault) -> tuple[dict[str, Any], int]:
@@ -178,7 +183,7 @@ async def _relay(
             status=resp.status,
         )
     limit = hub.limits.max_response_bytes
-    body = await read_body(resp, limit)
+    body = await read_body(resp, limit, up.body_seconds)
     msg = parse_upstream(body, limit)
     if not msg.is_response or (msg.id is not None and msg.id != call.request_id):
         raise UpstreamFault("upstream.invalid", f"upstream {up.name} answered with another message")
@@ -210,7 +215,7 @@ async def _stream(
     )
     fault: Fault | None = None
     try:
-        async for event in sse_events(resp, hub.limits.max_response_bytes):
+        async for event in sse_events(resp, hub.limits.max_response_bytes, up.body_seconds):
             pending.resumable = pending.resumable or bool(event.id)
             data = await translator.translate(event)
             if data is not None:
@@ -222,13 +227,15 @@ async def _stream(
                 break
     except UpstreamFault as exc:
         fault = Fault(exc.code, exc.message)
+    except ConnectionError:  # the agent went away while an event was written to it
+        fault = Fault("client.disconnected", "the agent closed the request")
     finally:
         hub.untrack(closer)
     if not translator.done:
         resumable = pending.resumable and call.session is not None
         if hub.shutting_down:
             fault = Fault("gateway.shutdown", "the gateway is shutting down")
-        elif resumable and (fault is None or fault.code == "upstream.reset"):
+        elif resumable and (fault is None or fault.code in _RESUMABLE_BREAKS):
             fault = None  # mirror the break: the agent resumes with Last-Event-ID
         elif fault is None:
             fault = Fault(
@@ -552,7 +559,9 @@ async def collect(
             )
         if admission.op.kind is OpKind.INITIALIZE and call.session is not None:
             call.session.upstream_ids[up.name] = resp.headers.get("Mcp-Session-Id")
-        reply = await first_response(resp, request_id, hub.limits.max_response_bytes)
+        reply = await first_response(
+            resp, request_id, hub.limits.max_response_bytes, up.body_seconds
+        )
         if reply.id is None and "error" not in reply.raw:
             raise UpstreamFault(
                 "upstream.invalid", f"upstream {up.name} answered without the request id"

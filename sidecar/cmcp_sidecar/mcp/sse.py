@@ -74,6 +74,11 @@ class SSEParser:
             raise SSEError(f"SSE line longer than {self._max_line} bytes")
         return events
 
+    @property
+    def partial(self) -> bool:
+        """Whether part of an event has arrived (a line or a field) but not its end."""
+        return bool(self._buf) or self._seen_field
+
     @staticmethod
     def _find_line_end(buf: bytearray, pos: int) -> int:
         lf = buf.find(b"\n", pos)

@@ -3,6 +3,12 @@
 Each upstream gets one :class:`aiohttp.ClientSession` for the gateway's lifetime (a pooled,
 keep-alive connector: no per-request session or TLS handshake). Timeouts are a connect
 timeout plus an idle-read timeout, never a total: a stream may legitimately run for hours.
+Once an answer has begun, though, it must finish: a JSON body within ``timeouts.body_seconds``
+of its headers, an SSE event within as long of its first byte (an upstream trickling bytes
+would otherwise hold the call forever). Redirects are never followed: the upstream URL is
+part of the approved configuration, and following a redirect would send the request (and
+its credentials) somewhere nobody approved; a 3xx is the fault ``upstream.redirect``. TLS
+failures (untrusted or mismatched certificate) are ``upstream.tls``.
 Credentials come from ``headers_from_file``, are read at start and on reload, are added to
 every upstream request and are never logged or sent anywhere else.
 """
@@ -12,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -85,6 +93,7 @@ class Upstream:
         self.url = config.url
         self.prefix = config.prefix
         self.max_response_bytes = max_response_bytes
+        self.body_seconds = config.timeouts.body_seconds
         self._credentials = dict(credentials)
         self._ca_file = ca_file
         self._client_cert = client_cert
@@ -186,7 +195,9 @@ class Upstream:
             reply = None
             if resp.status == 200 or media_type(resp) == JSON:
                 try:
-                    reply = await first_response(resp, "cmcp-probe", self.max_response_bytes)
+                    reply = await first_response(
+                        resp, "cmcp-probe", self.max_response_bytes, self.body_seconds
+                    )
                 except (UpstreamFault, ProtocolError):
                     reply = None
         result = reply.raw.get("result") if reply is not None else None
@@ -210,16 +221,30 @@ class _FaultMapping:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         try:
             resp: aiohttp.ClientResponse = await self._cm.__aenter__()
-            return resp
         except TimeoutError:
             raise UpstreamFault(
                 "upstream.timeout", f"upstream {self._name} did not answer in time"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            reason = getattr(exc, "certificate_error", None) or exc
+            raise UpstreamFault(
+                "upstream.tls", f"upstream {self._name}: TLS failed: {reason}"
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamFault(
                 "upstream.unreachable",
                 f"upstream {self._name} is unreachable: {type(exc).__name__}",
             ) from None
+        if 300 <= resp.status < 400:
+            target = urlsplit(resp.headers.get("Location", "")).hostname or "an unnamed location"
+            await self._cm.__aexit__(None, None, None)
+            raise UpstreamFault(
+                "upstream.redirect",
+                f"upstream {self._name} redirected (HTTP {resp.status}) to {target}; "
+                "redirects are not followed",
+                status=resp.status,
+            )
+        return resp
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         return bool(await self._cm.__aexit__(*exc))
@@ -236,45 +261,72 @@ def modern_meta(version: str, capabilities: Mapping[str, Any] | None = None) -> 
     }
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes."""
+async def read_body(
+    resp: aiohttp.ClientResponse, limit: int, deadline: float | None = None
+) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes or taking longer than ``deadline``
+    seconds."""
     length = resp.content_length
     if length is not None and length > limit:
         raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
+    started = time.monotonic()
     try:
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamFault(
-                    "upstream.too_large", f"upstream response exceeds {limit} bytes"
-                )
-            chunks.append(chunk)
+        async with asyncio.timeout(deadline):
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamFault(
+                        "upstream.too_large", f"upstream response exceeds {limit} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:  # before ClientError: aiohttp's read timeout is both
+        raise _timeout(started, deadline) from None
     except aiohttp.ClientError as exc:
         raise UpstreamFault(
             "upstream.reset", f"upstream broke off its response: {type(exc).__name__}"
         ) from None
-    except TimeoutError:
-        raise UpstreamFault("upstream.timeout", "upstream stopped sending") from None
     return b"".join(chunks)
 
 
-async def sse_events(resp: aiohttp.ClientResponse, max_event_bytes: int) -> AsyncIterator[SSEEvent]:
-    """SSE events as they arrive (each one the moment its blank line is read)."""
+def _timeout(started: float, deadline: float | None) -> UpstreamFault:
+    if deadline is not None and time.monotonic() - started >= deadline:
+        return UpstreamFault(
+            "upstream.timeout", f"upstream took longer than {deadline:g} s to send its reply"
+        )
+    return UpstreamFault("upstream.timeout", "upstream stopped sending")
+
+
+async def sse_events(
+    resp: aiohttp.ClientResponse, max_event_bytes: int, event_deadline: float | None = None
+) -> AsyncIterator[SSEEvent]:
+    """SSE events as they arrive (each one the moment its blank line is read); an event whose
+    bytes take longer than ``event_deadline`` seconds to arrive is a fault."""
     parser = SSEParser(max_event_bytes=max_event_bytes)
+    begun: float | None = None  # when the event now arriving began
     try:
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
                 yield event
+            if event_deadline is not None:
+                if not parser.partial:
+                    begun = None
+                elif begun is None:
+                    begun = time.monotonic()
+                elif time.monotonic() - begun > event_deadline:
+                    raise UpstreamFault(
+                        "upstream.timeout",
+                        f"upstream took longer than {event_deadline:g} s to send one event",
+                    )
     except SSEError as exc:
         raise UpstreamFault("upstream.too_large", f"upstream SSE stream: {exc}") from None
+    except TimeoutError:  # before ClientError: aiohttp's read timeout is both
+        raise UpstreamFault("upstream.timeout", "upstream stream went idle too long") from None
     except aiohttp.ClientError as exc:
         raise UpstreamFault(
             "upstream.reset", f"upstream stream broke: {type(exc).__name__}"
         ) from None
-    except TimeoutError:
-        raise UpstreamFault("upstream.timeout", "upstream stream went idle too long") from None
 
 
 def parse_upstream(data: bytes, limit: int) -> Message:
@@ -287,13 +339,15 @@ def parse_upstream(data: bytes, limit: int) -> Message:
         ) from None
 
 
-async def first_response(resp: aiohttp.ClientResponse, request_id: Any, limit: int) -> Message:
+async def first_response(
+    resp: aiohttp.ClientResponse, request_id: Any, limit: int, deadline: float | None = None
+) -> Message:
     """The JSON-RPC response to ``request_id`` from a JSON or SSE reply (others skipped)."""
     kind = media_type(resp)
     if kind == JSON:
-        return parse_upstream(await read_body(resp, limit), limit)
+        return parse_upstream(await read_body(resp, limit, deadline), limit)
     if kind == SSE:
-        async for event in sse_events(resp, limit):
+        async for event in sse_events(resp, limit, deadline):
             if not event.data:
                 continue
             msg = parse_upstream(event.data, limit)

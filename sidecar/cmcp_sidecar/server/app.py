@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -89,7 +89,10 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if gw.hub.shutting_down:
         checks = {**checks, "gateway": "shutting down"}
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    body: dict[str, Any] = {"ready": ready, "checks": checks}
+    if gw.services is not None:
+        body.update(gw.services.fail_closed_report())
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

@@ -109,7 +109,7 @@ def pcrs_to_json(values: Mapping[int, Mapping[int, bytes]]) -> dict[str, dict[st
 def _parse_yaml(text: str) -> PcrValues:
     try:
         # BaseLoader: every scalar stays a string, so 0x… values keep their leading zeros.
-        obj = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506
+        obj = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506  # nosec B506
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         raise InputError(
             f"PCR file is not valid YAML: {str(exc).splitlines()[0][:120]}", code="pcrs.format"
