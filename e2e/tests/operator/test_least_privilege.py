@@ -23,10 +23,11 @@ from opkit import (
     gateway,
     get,
     injected,
+    injected_pod,
     paused,
     wait_condition,
 )
-from test_operator_claims import _claim, _pod, _sa_dir, _sink
+from test_operator_claims import _claim, _sa_dir, _sink
 
 from cmcp_e2e.errors import ClusterError
 from cmcp_e2e.handle import K8sCluster
@@ -192,7 +193,7 @@ def test_claim_writer_asks_only_to_create_configmaps(
         deployment("agent", ns),
         gateway("gw", ns, "policy", digest, attestation={"allowSoftware": True}),
     )
-    pod = _pod(k8s_cluster, ns)
+    pod = injected_pod(k8s_cluster, ns)
     sa_dir = _sa_dir(k8s_cluster, ns, "default", tmp_path / "sa")
 
     async def publish() -> None:

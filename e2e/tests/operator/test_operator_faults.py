@@ -21,11 +21,12 @@ from opkit import (
     get,
     get_list,
     injected,
+    injected_pod,
     paused,
     serve,
     wait_condition,
 )
-from test_operator_claims import _claim, _pod, _sa_dir, _sink
+from test_operator_claims import _claim, _sa_dir, _sink
 from test_operator_hygiene import _kubeconfig_via
 
 from cmcp_e2e.handle import K8sCluster
@@ -73,7 +74,7 @@ def test_api_server_down_and_back(
         pytest.skip("the cluster from KUBECONFIG is not ours to stop")
     ns = k8s_namespace
     digest, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
-    pod = _pod(k8s_cluster, ns)
+    pod = injected_pod(k8s_cluster, ns)
     sa_dir = _sa_dir(k8s_cluster, ns, "default", tmp_path / "sa")
     data_dir = tmp_path / "claims"
     base = int(time.time())
@@ -222,7 +223,7 @@ def test_node_removed_under_an_injected_pod(
     require_simulated(k8s_cluster)
     ns = k8s_namespace
     digest, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
-    pod = _pod(k8s_cluster, ns)
+    pod = injected_pod(k8s_cluster, ns)
     node = pod["spec"]["nodeName"]
     assert node in SNP_NODES
     sa_dir = _sa_dir(k8s_cluster, ns, "default", tmp_path / "sa")
@@ -277,7 +278,7 @@ def test_a_claim_refused_for_good_holds_up_no_other(
     from being published."""
     ns = k8s_namespace
     digest, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
-    pod = _pod(k8s_cluster, ns)
+    pod = injected_pod(k8s_cluster, ns)
     sa_dir = _sa_dir(k8s_cluster, ns, "default", tmp_path / "sa")
     huge = json.dumps({"padding": "x" * 1_100_000}).encode()
 
