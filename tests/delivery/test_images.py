@@ -1,4 +1,4 @@
-"""The Dockerfiles in images/: what can be checked without a container engine.
+"""operator/Dockerfile and sidecar/Dockerfile: what can be checked without a container engine.
 
 Multi-stage, pinned bases, non-root runtime, and every executable they (and the operator's
 injection) start is a console script or module of the installed package."""
@@ -25,7 +25,7 @@ SCRIPTS = {ep.name: ep for ep in entry_points(group="console_scripts")}
 
 
 def instructions(component: str) -> list[tuple[str, str]]:
-    text = (REPO / "images" / f"{component}.Dockerfile").read_text()
+    text = (REPO / component / "Dockerfile").read_text()
     text = re.sub(r"\\\n", " ", text)
     out = []
     for line in text.splitlines():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-MANIFEST = Path(__file__).resolve().parents[2] / "plugins" / "krew" / "cmcp.yaml"
+MANIFEST = Path(__file__).resolve().parents[2] / "operator" / "krew" / "cmcp.yaml"
 
 
 def test_krew_manifest_template() -> None:
