@@ -277,9 +277,40 @@ async def _ensure_rbac(ctx: Context, state: GatewayState, accounts: frozenset[st
         current = await ctx.client.get(path)
         if current is None:
             await ctx.client.create(kube.group(rbac, plural, state.namespace), obj)
+        elif "roleRef" in obj and current.get("roleRef") != obj["roleRef"]:
+            await _replace_binding(ctx, state, current, obj)
         elif (current.get(field) or []) != obj[field]:
             await ctx.client.merge_patch(path, {field: obj[field]})
     state.service_accounts = accounts
+
+
+async def _replace_binding(
+    ctx: Context, state: GatewayState, current: dict[str, Any], binding: dict[str, Any]
+) -> None:
+    """A RoleBinding's ``roleRef`` cannot be changed: delete the one pointing elsewhere
+    (only the version looked at) and create ours again."""
+    meta = current["metadata"]
+    rbac = "rbac.authorization.k8s.io/v1"
+    path = kube.group(rbac, "rolebindings", state.namespace, meta["name"])
+    found = current.get("roleRef") or {}
+    if meta.get("deletionTimestamp"):  # held by someone's finalizer: wait, do not spin
+        raise Requeue(5, f"RoleBinding {meta['name']} is being deleted")
+    try:
+        await ctx.client.delete(
+            path, preconditions={"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        )
+        await ctx.client.create(kube.group(rbac, "rolebindings", state.namespace), binding)
+    except ApiError as exc:
+        if exc.conflict:  # changed under us, or its deletion is not finished yet: look again
+            raise Requeue(1, f"RoleBinding {meta['name']} changed while being replaced") from None
+        raise
+    message = (
+        f"RoleBinding {meta['name']} pointed at {found.get('kind')} {found.get('name')}"
+        f" instead of Role {binding['roleRef']['name']}; roleRef cannot be changed, so it was"
+        " deleted and created again"
+    )
+    log.warning("McpGateway %s/%s: %s", state.namespace, state.name, message)
+    await ctx.events.warning(state.ref(), "ClaimsRoleBindingReplaced", message)
 
 
 async def _finalize(ctx: Context, state: GatewayState, obj: dict[str, Any]) -> None:

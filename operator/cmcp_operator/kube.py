@@ -268,10 +268,14 @@ class Kube:
             raise
         return True
 
-    async def delete(self, path: str) -> bool:
-        """Delete; False when it was already gone."""
+    async def delete(self, path: str, *, preconditions: dict[str, str] | None = None) -> bool:
+        """Delete; False when it was already gone. ``preconditions`` (``uid``,
+        ``resourceVersion``) make it fail with 409 Conflict when the object changed."""
+        body = None
+        if preconditions:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
         try:
-            await self.request("DELETE", path)
+            await self.request("DELETE", path, body=body)
         except ApiError as exc:
             if exc.not_found:
                 return False

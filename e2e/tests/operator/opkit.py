@@ -291,6 +291,32 @@ def publish_claim(
     cluster.kubectl("create", "-f", "-", input=json.dumps(cm))
 
 
+CLAIMS_ROLE_REF = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role"}
+
+
+def point_binding_at(cluster: K8sCluster, ns: str, name: str, cluster_role: str) -> dict[str, Any]:
+    """Replace RoleBinding ``name`` by one with the same labels, owner and subjects bound to
+    ClusterRole ``cluster_role`` (``roleRef`` cannot be patched, only deleted and created
+    again); returns it. Should the operator recreate its own in between, once more."""
+    current = get(cluster, "rolebinding", name, ns)
+    assert current is not None, f"rolebinding {ns}/{name}"
+    keep = ("name", "namespace", "labels", "ownerReferences")
+    tampered = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {k: v for k, v in current["metadata"].items() if k in keep},
+        "roleRef": {**CLAIMS_ROLE_REF, "kind": "ClusterRole", "name": cluster_role},
+        "subjects": current["subjects"],
+    }
+    for _ in range(5):
+        cluster.kubectl("delete", "rolebinding", name, "-n", ns, "--ignore-not-found")
+        done = cluster.kubectl("create", "-f", "-", input=json.dumps(tampered), check=False)
+        if done.returncode == 0:
+            return get(cluster, "rolebinding", name, ns) or {}
+        assert "AlreadyExists" in done.stderr, done.stderr
+    raise AssertionError(f"rolebinding {ns}/{name} kept being recreated")
+
+
 # -- the operator as a process, with least-privilege credentials ---------------------------------
 
 
@@ -428,6 +454,16 @@ class OperatorProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP the operator for the block: nothing done meanwhile is seen (or undone)
+        until it runs again. Keep it short under leader election (the lease runs out)."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.proc.pid, signal.SIGCONT)
 
 
 def operator_like_deployment(

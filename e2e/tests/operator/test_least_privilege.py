@@ -25,6 +25,7 @@ from opkit import (
     injected,
     injected_pod,
     paused,
+    point_binding_at,
     wait_condition,
 )
 from test_operator_claims import _claim, _sa_dir, _sink
@@ -81,7 +82,8 @@ def _exercise_everything(cluster: K8sCluster, ns: str, op: OperatorProcess) -> N
     """Drive the operator through every path that needs one of its permissions: leader
     election, bundle rendering, injection of a Deployment and a StatefulSet (with a second
     service account, so the claims RoleBinding is patched), a widened claims Role narrowed
-    again, superseded config ConfigMaps collected, and removal of gateway and bundle."""
+    again, a claims RoleBinding pointed at another role replaced, superseded config
+    ConfigMaps collected, and removal of gateway and bundle."""
     digest = bundle_hash(ALLOW)
     cluster.kubectl("create", "serviceaccount", "other", "-n", ns)
     apply(
@@ -113,6 +115,15 @@ def _exercise_everything(cluster: K8sCluster, ns: str, op: OperatorProcess) -> N
     cluster.wait_for(
         "Role narrowed again",
         lambda: len((get(cluster, "role", "cmcp-claims-gw", ns) or {}).get("rules", [])) == 1,
+        timeout=30,
+    )
+    point_binding_at(cluster, ns, "cmcp-claims-gw", "view")
+    cluster.wait_for(
+        "RoleBinding replaced (its roleRef cannot be patched)",
+        lambda: (
+            (get(cluster, "rolebinding", "cmcp-claims-gw", ns) or {}).get("roleRef", {}).get("kind")
+            == "Role"
+        ),
         timeout=30,
     )
     for port in range(3002, 3007):  # five configs: the oldest is collected (history 3)

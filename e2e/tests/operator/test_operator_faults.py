@@ -23,6 +23,7 @@ from opkit import (
     injected,
     injected_pod,
     paused,
+    point_binding_at,
     serve,
     wait_condition,
 )
@@ -212,6 +213,79 @@ def test_objects_deleted_while_the_operator_could_not_see(
         finally:
             op.stop()
             proxy.down()
+
+
+def test_claims_binding_pointed_elsewhere_is_replaced(
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    operator: OperatorProcess,
+    operator_kubeconfig_path: Path,
+    operator_dir: Path,
+) -> None:
+    """The claims RoleBinding is replaced (same name, owner and subjects) by one bound to
+    ClusterRole ``view``: the sidecar's identity could read the namespace. roleRef cannot be
+    patched, so the operator deletes that binding and creates its own again, says so once,
+    and leaves it alone afterwards; a changed subject list is patched back in place."""
+    ns = k8s_namespace
+    name = "cmcp-claims-gw"
+    with paused(operator):
+        op = OperatorProcess(
+            operator_kubeconfig_path, operator_dir, "--resync-seconds", "2", name="op-roleref"
+        )
+        try:
+            op.start()
+            serve(k8s_cluster, ns)
+            gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+            owner = gw["metadata"]["uid"]
+            ours = k8s_cluster.wait_for(
+                "the claims RoleBinding", lambda: get(k8s_cluster, "rolebinding", name, ns)
+            )
+            with op.frozen():  # resyncs every 2 s: it must not see the binding half-replaced
+                tampered = point_binding_at(k8s_cluster, ns, name, "view")
+                assert _can(k8s_cluster, ns, "list", "pods")
+
+            def restored() -> dict[str, Any] | None:
+                obj = get(k8s_cluster, "rolebinding", name, ns) or {}
+                return obj if obj.get("roleRef") == ours["roleRef"] else None
+
+            fixed = k8s_cluster.wait_for("the roleRef restored", restored, timeout=30)
+            assert fixed["metadata"]["uid"] != tampered["metadata"]["uid"]
+            assert [
+                (o["uid"], o.get("controller")) for o in fixed["metadata"]["ownerReferences"]
+            ] == [(owner, True)]
+            assert fixed["subjects"] == ours["subjects"]
+            assert not _can(k8s_cluster, ns, "list", "pods")
+            assert _can(k8s_cluster, ns, "create", "configmaps")
+
+            extra = {"kind": "ServiceAccount", "name": "intruder", "namespace": ns}
+            added = [{"op": "add", "path": "/subjects/-", "value": extra}]
+            patch = ("--type=json", "-p", json.dumps(added))
+            k8s_cluster.kubectl("patch", "rolebinding", name, "-n", ns, *patch)
+            k8s_cluster.wait_for(
+                "the subjects restored",
+                lambda: (
+                    (get(k8s_cluster, "rolebinding", name, ns) or {}).get("subjects")
+                    == ours["subjects"]
+                ),
+                timeout=30,
+            )
+            time.sleep(5)  # two more resyncs: nothing more is replaced
+            now = get(k8s_cluster, "rolebinding", name, ns)
+            assert now is not None and now["metadata"]["uid"] == fixed["metadata"]["uid"]
+            deletes = op.metric(
+                "cmcp_operator_api_requests_total", verb="DELETE", resource="rolebindings"
+            )
+            assert deletes == 1, deletes
+            selector = "involvedObject.name=gw,reason=ClaimsRoleBindingReplaced"
+            events = json.loads(
+                k8s_cluster.kubectl(
+                    "get", "events", "-n", ns, "--field-selector", selector, "-o", "json"
+                ).stdout
+            )["items"]
+            assert len(events) == 1 and "ClusterRole view" in events[0]["message"], events
+            assert events[0]["type"] == "Warning"
+        finally:
+            op.stop()
 
 
 def test_node_removed_under_an_injected_pod(
