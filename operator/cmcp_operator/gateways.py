@@ -110,16 +110,19 @@ def _forget(ctx: Context, key: GatewayKey) -> None:
 
 async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None:
     ok, reason, message, bundle = await bundle_readiness(ctx, state.namespace, spec.bundle)
-    candidate_cm = await _candidate(ctx, state, spec)
+    candidate = await _candidate(ctx, state, spec)
     if not ok or bundle is None:
         state.plan, state.bundle_hash, state.blocked = None, None, (reason, message)
         return
     status = bundle.get("status") or {}
+    candidate_status = (candidate or {}).get("status") or {}
+    candidate_cm = str(candidate_status["configMapName"]) if candidate is not None else None
     config = render_config(
         spec,
         has_catalog=bool(status.get("catalogHash")),
         default_mode=ctx.settings.default_enforcement_mode,
-        has_candidate=candidate_cm is not None,
+        has_candidate=candidate is not None,
+        candidate_has_catalog=bool(candidate_status.get("catalogHash")),
     )
     cm = config_map(state.name, state.namespace, state.owner(), config)
     if not await _ensure_configmap(ctx, state, cm):
@@ -144,9 +147,11 @@ async def _plan(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> None
         await gc_configmaps(ctx, state)
 
 
-async def _candidate(ctx: Context, state: GatewayState, spec: McpGatewaySpec) -> str | None:
-    """The candidate bundle's ConfigMap when it is usable (it is then mounted for shadow
-    evaluation); sets the CandidateBundle condition either way."""
+async def _candidate(
+    ctx: Context, state: GatewayState, spec: McpGatewaySpec
+) -> dict[str, Any] | None:
+    """The candidate McpPolicyBundle when it is usable (its ConfigMap is then mounted for
+    shadow evaluation); sets the CandidateBundle condition either way."""
     if spec.candidate_bundle is None:
         state.candidate = (None, "", "")
         return None
@@ -157,7 +162,7 @@ async def _candidate(ctx: Context, state: GatewayState, spec: McpGatewaySpec) ->
         state.candidate = (False, "Candidate" + reason, f"{message}; not evaluated in shadow")
         return None
     state.candidate = (True, "ShadowEvaluating", f"candidate {message}; evaluated in shadow")
-    return str((bundle.get("status") or {})["configMapName"])
+    return bundle
 
 
 async def bundle_readiness(

@@ -29,9 +29,11 @@ def render_config(
     has_catalog: bool,
     default_mode: str = "enforcing",
     has_candidate: bool = False,
+    candidate_has_catalog: bool = False,
 ) -> dict[str, Any]:
     """The sidecar config mapping for this gateway (``default_mode`` when it names none;
-    ``has_candidate``: the candidate bundle is mounted for shadow evaluation)."""
+    ``has_candidate``: the candidate bundle is mounted for shadow evaluation, with its own
+    catalog when ``candidate_has_catalog``)."""
     att = spec.attestation
     attestation: dict[str, Any] = {
         "provider": att.provider,
@@ -64,7 +66,11 @@ def render_config(
     }
     if spec.claims.data_classes is not None:
         claims["data_classes"] = list(spec.claims.data_classes)
-    shadow = {"shadow_bundle_path": api.CANDIDATE_DIR} if has_candidate else {}
+    shadow: dict[str, Any] = {}
+    if has_candidate:
+        shadow["shadow_bundle_path"] = api.CANDIDATE_DIR
+        if candidate_has_catalog:
+            shadow["shadow_catalog_path"] = f"{api.CANDIDATE_DIR}/{api.CATALOG_FILE}"
     return {
         **shadow,
         "attestation": attestation,

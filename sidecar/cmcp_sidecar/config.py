@@ -252,6 +252,9 @@ class GatewayConfig(_Model):
     # A candidate bundle evaluated in shadow next to the active one: never enforced; where
     # it would decide differently is counted in claims (gateway.shadow) and metrics.
     shadow_bundle_path: str | None = None
+    # The candidate's own catalog (tools/call is checked against it in shadow, as it would
+    # be once promoted); null: the candidate is checked against catalog_path.
+    shadow_catalog_path: str | None = None
     listen_addr: str = "127.0.0.1:8443"
     max_request_size_bytes: PositiveInt = 8 * 1024 * 1024
     max_response_size_bytes: PositiveInt = 2 * 1024 * 1024

@@ -71,7 +71,7 @@ from .mcp.intercept import (
     SessionEnd,
 )
 from .mcp.jsonrpc import GATEWAY_NOT_READY, POLICY_DENIED, UPSTREAM_INVALID
-from .policy.catalog_guard import CatalogGuard
+from .policy.catalog_guard import CatalogGuard, Review
 from .policy.decision import Decision
 from .policy.engine import PolicyEngine
 from .policy.modes import Enforcement as ModeOutcome
@@ -79,7 +79,7 @@ from .policy.modes import Mode, apply_mode
 from .policy.redact import redact_arguments, redact_result
 from .policy.request import NO_SESSION_FACTS, NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
 from .policy.session_facts import SessionFacts
-from .policy.shadow import ShadowEvaluator
+from .policy.shadow import CATALOG_DENY, ShadowEvaluator, outcome_label
 
 log = logging.getLogger("cmcp.enforce")
 decisions_log = logging.getLogger("cmcp.decision")
@@ -199,7 +199,7 @@ class Enforcement:
         loaded: LoadedConfig,
         *,
         bundle: LoadedBundle,
-        catalog: Catalog,
+        guard: CatalogGuard,
         audit: AuditLog,
         attestor: Attestor,
         issuer: ClaimIssuer,
@@ -210,8 +210,8 @@ class Enforcement:
         self.bundle = bundle
         self.engine = PolicyEngine(bundle)
         self.shadow = shadow
-        self.catalog = catalog
-        self.guard = CatalogGuard(catalog)
+        self.catalog = guard.catalog
+        self.guard = guard
         self.mode = Mode(config.attestation.enforcement_mode)
         self.audit = audit
         self.attestor = attestor
@@ -240,16 +240,13 @@ class Enforcement:
         bundle = load_bundle(loaded.path(config.policy_bundle_path))
         if config.policy_bundle_expected_hash is not None:
             bundle.check_hash(config.policy_bundle_expected_hash)
-        shadow = (
-            ShadowEvaluator(load_bundle(loaded.path(config.shadow_bundle_path)))
-            if config.shadow_bundle_path
-            else None
-        )
         catalog = (
             load_catalog(loaded.path(config.catalog_path))
             if config.catalog_path
             else empty_catalog()
         )
+        guard = CatalogGuard(catalog)
+        shadow = _shadow(loaded, guard)
         audit = await AuditLog.open(
             loaded.path(config.audit.path),
             instance_id=loaded.instance_id,
@@ -314,7 +311,7 @@ class Enforcement:
             enforcement = cls(
                 loaded,
                 bundle=bundle,
-                catalog=catalog,
+                guard=guard,
                 audit=audit,
                 attestor=attestor,
                 issuer=issuer,
@@ -420,11 +417,21 @@ class Enforcement:
         tools = await directory.refresh_tools(gw.hub, up)
         if not tools and up.name not in self._reviewed:
             return  # unreachable (or it offers nothing): nothing of it is callable yet
-        review = self.guard.review(upstream, tools, complete=True)
+        review = self._review_tools(upstream, tools, complete=True)
         self._reviewed.add(upstream)
         for drift in review.drift:
             log.warning("catalog drift: %s/%s %s", drift.upstream, drift.name, drift.reason)
         self._update_policy_status()
+
+    def _review_tools(
+        self, upstream: str, tools: list[dict[str, Any]], *, complete: bool
+    ) -> Review:
+        """Review a live tool list against the catalog, and against the candidate's own
+        catalog too when it carries one (its guard then follows the same lists)."""
+        review = self.guard.review(upstream, tools, complete=complete)
+        if self.shadow is not None and self.shadow.guard is not self.guard:
+            self.shadow.guard.review(upstream, tools, complete=complete)
+        return review
 
     def _update_policy_status(self) -> None:
         drift = tuple(sorted(f"{d.upstream}/{d.name}" for d in self.guard.drift()))
@@ -457,12 +464,9 @@ class Enforcement:
             return await self._refuse(
                 op, _Ticket(decision, apply_mode(decision, Mode.ENFORCING), None, NO_TOOL_FACTS)
             )
-        if facts is None:  # not in the catalog, or its definition changed since pinning
-            ticket = self._ticket(Decision.gateway_deny("catalog"), digest)
-        else:
-            decision, shadow = self._decide(op, facts)
-            ticket = self._ticket(decision, digest, facts)
-            ticket.shadow = shadow
+        decision, shadow = self._decide(op, facts)
+        ticket = self._ticket(decision, digest, facts or NO_TOOL_FACTS)
+        ticket.shadow = shadow
         if ticket.outcome.log:
             self._log_decision(op, ticket)
         if not ticket.outcome.forward:
@@ -483,8 +487,9 @@ class Enforcement:
     ) -> _Ticket:
         return _Ticket(decision, apply_mode(decision, self.mode), digest, facts)
 
-    def _decide(self, op: Operation, facts: ToolFacts) -> tuple[Decision, str | None]:
-        """The active bundle's decision, and the candidate's outcome when it differs."""
+    def _decide(self, op: Operation, facts: ToolFacts | None) -> tuple[Decision, str | None]:
+        """The active bundle's decision, and the candidate's outcome when it differs
+        (``facts`` None: the catalog guard does not approve the tool)."""
         action = _ACTIONS.get(op.kind)
         arguments = op.params.get("arguments")
         if op.kind is OpKind.COMPLETE:
@@ -502,14 +507,20 @@ class Enforcement:
             resource_id=op.name or "",
             server=op.upstream,
             arguments=arguments if isinstance(arguments, dict) else {},
-            tool=facts,
+            tool=facts or NO_TOOL_FACTS,
             session=self._sessions.get(op.ctx.claim_session, NO_SESSION_FACTS),
             gateway=self.gateway_facts,
         )
-        decision = self.engine.decide(request)
+        if facts is None:  # not in the catalog, or its definition changed since pinning
+            decision = Decision.gateway_deny(CATALOG_DENY)
+        else:
+            decision = self.engine.decide(request)
         if self.shadow is None:
             return decision, None
-        return decision, self.shadow.compare(request, decision, op.ctx.claim_session)
+        tool = None
+        if op.kind is OpKind.CALL_TOOL and op.upstream_name is not None:
+            tool = (op.upstream, op.upstream_name)
+        return decision, self.shadow.compare(request, decision, op.ctx.claim_session, tool)
 
     async def _refuse(self, op: Operation, ticket: _Ticket) -> Admission:
         """Audit a request that is not forwarded, then answer it with a policy error."""
@@ -593,7 +604,7 @@ class Enforcement:
     ) -> list[dict[str, Any]]:
         kept = items
         if kind is OpKind.LIST_TOOLS:
-            review = self.guard.review(upstream, items, complete=False)
+            review = self._review_tools(upstream, items, complete=False)
             self._reviewed.add(upstream)
             if review.drift:
                 self._update_policy_status()
@@ -774,7 +785,7 @@ class Enforcement:
             self.shadow.record(
                 op.ctx.claim_session,
                 op.name or op.method,
-                decision.outcome,
+                outcome_label(decision),
                 ticket.shadow,
                 appended.hash,
             )
@@ -823,6 +834,18 @@ def _reasons(checks: dict[str, str]) -> list[str]:
 def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, Any]:
     """A JSON-RPC error object of the gateway's, with its stable code in ``data``."""
     return {"code": code, "message": message, "data": {"cmcp_code": cmcp_code, **data}}
+
+
+def _shadow(loaded: LoadedConfig, guard: CatalogGuard) -> ShadowEvaluator | None:
+    """The candidate bundle evaluated in shadow (``shadow_bundle_path``), behind a guard of
+    its own catalog (``shadow_catalog_path``) or else the active ``guard``."""
+    config = loaded.config
+    if not config.shadow_bundle_path:
+        return None
+    bundle = load_bundle(loaded.path(config.shadow_bundle_path))
+    if config.shadow_catalog_path:
+        guard = CatalogGuard(load_catalog(loaded.path(config.shadow_catalog_path)))
+    return ShadowEvaluator(bundle, guard)
 
 
 def empty_catalog() -> Catalog:

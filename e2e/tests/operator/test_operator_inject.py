@@ -28,6 +28,7 @@ from opkit import (
 
 from cmcp_e2e.handle import K8sCluster
 from cmcp_e2e.pytest_plugin import require_simulated
+from cmcp_verifier.catalog import CatalogEntry, catalog_document
 
 ALLOW = "allow-all-but-one"
 
@@ -353,7 +354,8 @@ def test_candidate_bundle_evaluated_in_shadow(
     k8s_cluster: K8sCluster, k8s_namespace: str, running: OperatorProcess
 ) -> None:
     """A candidate is mounted into the sidecar for shadow evaluation once it is Ready (never
-    before), and the disagreements the sidecars' claims report reach the gateway's status."""
+    before), with its own catalog, and the disagreements the sidecars' claims report (a
+    catalog refusal among them) reach the gateway's status."""
     ns = k8s_namespace
     active, _ = serve(k8s_cluster, ns, attestation={"allowSoftware": True})
     before = get(k8s_cluster, "deployment", "agent", ns)
@@ -370,7 +372,10 @@ def test_candidate_bundle_evaluated_in_shadow(
     after = get(k8s_cluster, "deployment", "agent", ns)
     assert after["spec"]["template"] == before["spec"]["template"]  # type: ignore[index]
 
-    apply(k8s_cluster, bundle("next", ns, "read-only", expected=candidate))
+    nxt = bundle("next", ns, "read-only", expected=candidate)
+    own = [CatalogEntry("demo", "echo", "sha256:" + "a" * 64)]
+    nxt["spec"]["catalog"] = json.dumps(catalog_document(own))
+    apply(k8s_cluster, nxt)
     obj = wait_condition(
         k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "True", "ShadowEvaluating"
     )
@@ -394,7 +399,9 @@ def test_candidate_bundle_evaluated_in_shadow(
     )
     gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
     config = get(k8s_cluster, "configmap", gw["status"]["configMapName"], ns)
-    assert "shadow_bundle_path: /etc/cmcp/candidate" in config["data"]["cmcp-config.yaml"]  # type: ignore[index]
+    rendered = config["data"]["cmcp-config.yaml"]  # type: ignore[index]
+    assert "shadow_bundle_path: /etc/cmcp/candidate\n" in rendered
+    assert "shadow_catalog_path: /etc/cmcp/candidate/catalog.json" in rendered
 
     # A claim reporting the candidate's disagreements, as the sidecar signs it.
     ref = "sha256:" + "e" * 64
@@ -406,7 +413,7 @@ def test_candidate_bundle_evaluated_in_shadow(
             {
                 "tool": "echo",
                 "active": "allow",
-                "candidate": "deny",
+                "candidate": "deny:catalog",
                 "count": 2,
                 "audit_refs": [ref],
             }
@@ -438,7 +445,7 @@ def test_candidate_bundle_evaluated_in_shadow(
             {
                 "tool": "echo",
                 "active": "allow",
-                "candidate": "deny",
+                "candidate": "deny:catalog",
                 "count": 2,
                 "auditRefs": [f"{the_pod['metadata']['name']}:{ref}"],
             }
@@ -448,4 +455,4 @@ def test_candidate_bundle_evaluated_in_shadow(
     assert "5 requests compared" in condition(obj, "CandidateBundle")["message"]
     out = kubectl_cmcp(k8s_cluster, "status", "-n", ns).stdout
     table = out.split("Shadow evaluation (candidate bundle would decide differently):\n")[1]
-    assert table.splitlines()[1].split()[:5] == ["gw", "echo", "allow", "deny", "2"]
+    assert table.splitlines()[1].split()[:5] == ["gw", "echo", "allow", "deny:catalog", "2"]

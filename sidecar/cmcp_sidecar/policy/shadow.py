@@ -1,14 +1,18 @@
 """Shadow evaluation: a candidate bundle decides every request too, and is never enforced.
 
 The gateway decides with its active bundle as always; the candidate's decision for the same
-:class:`PolicyRequest` is only compared with it. Per claim session the tally counts the
-requests compared and, per (tool, active outcome, candidate outcome), the disagreements
-with a sample of the audit entries (their hashes) they concern — what a claim reports in
-``gateway.shadow`` so that a promotion is decided on evidence (docs/gitops.md).
+:class:`PolicyRequest` is only compared with it. A ``tools/call`` first passes the
+candidate's catalog guard — its own catalog when it carries one, else the active one — as it
+would once promoted: a tool that catalog does not approve is refused (``deny:catalog``),
+otherwise Cedar decides with that catalog's facts about the tool. Per claim session the tally
+counts the requests compared and, per (tool, active outcome, candidate outcome), the
+disagreements with a sample of the audit entries (their hashes) they concern — what a claim
+reports in ``gateway.shadow`` so that a promotion is decided on evidence (docs/gitops.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,9 +20,13 @@ from typing import Any
 
 from cmcp_verifier.cedar_bundle import LoadedBundle
 
+from .catalog_guard import CatalogGuard
 from .decision import Decision
 from .engine import PolicyEngine
 from .request import PolicyRequest
+
+#: The reason of the gateway's own deny of a tool its catalog guard does not approve.
+CATALOG_DENY = "catalog"
 
 #: Audit references kept per (tool, active, candidate) and session.
 SAMPLE_REFS = 5
@@ -41,11 +49,26 @@ class ShadowTotals:
     disagreeing: int
 
 
-class ShadowEvaluator:
-    """Evaluates requests against a candidate bundle and tallies the disagreements."""
+def outcome_label(decision: Decision) -> str:
+    """A decision's outcome as tallied: ``deny:catalog`` when a catalog guard refused the
+    tool (not in that catalog, or changed since it was pinned), to tell it from a policy's
+    ``deny``. Outcomes, not labels, decide whether two decisions disagree."""
+    if decision.reason == CATALOG_DENY:
+        return f"{decision.outcome}:{CATALOG_DENY}"
+    return decision.outcome
 
-    def __init__(self, bundle: LoadedBundle) -> None:
+
+class ShadowEvaluator:
+    """Evaluates requests against a candidate bundle and tallies the disagreements.
+
+    ``guard``: the candidate's catalog guard — a guard of its own catalog (reviewed against
+    the same live tool lists as the active one), or the active guard itself when the
+    candidate carries no catalog.
+    """
+
+    def __init__(self, bundle: LoadedBundle, guard: CatalogGuard) -> None:
         self.engine = PolicyEngine(bundle)
+        self.guard = guard
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._evaluated = self._disagreeing = 0
         self._lock = threading.Lock()
@@ -54,10 +77,27 @@ class ShadowEvaluator:
     def bundle_hash(self) -> str:
         return self.engine.bundle_hash
 
-    def compare(self, request: PolicyRequest, active: Decision, session: str) -> str | None:
-        """The candidate's outcome when it differs from ``active`` (else None); counted."""
-        candidate = self.engine.decide(request).outcome
-        differs = candidate != active.outcome
+    def decide(self, request: PolicyRequest, tool: tuple[str, str] | None = None) -> Decision:
+        """The candidate's decision. For a ``tools/call`` (``tool``: the upstream and its own
+        name of the tool) the candidate's catalog guard comes first, as for the active one."""
+        if tool is not None:
+            facts = self.guard.facts(*tool)
+            if facts is None:  # not in the candidate's catalog, or changed since pinned
+                return Decision.gateway_deny(CATALOG_DENY, self.bundle_hash)
+            request = dataclasses.replace(request, tool=facts)
+        return self.engine.decide(request)
+
+    def compare(
+        self,
+        request: PolicyRequest,
+        active: Decision,
+        session: str,
+        tool: tuple[str, str] | None = None,
+    ) -> str | None:
+        """The candidate's outcome label when its outcome differs from ``active``'s (else
+        None); counted."""
+        candidate = self.decide(request, tool)
+        differs = candidate.outcome != active.outcome
         with self._lock:
             tally = self._tally(session)
             tally.evaluated += 1
@@ -65,7 +105,7 @@ class ShadowEvaluator:
             if differs:
                 tally.disagreeing += 1
                 self._disagreeing += 1
-        return candidate if differs else None
+        return outcome_label(candidate) if differs else None
 
     def record(self, session: str, tool: str, active: str, candidate: str, ref: str) -> None:
         """A disagreement's audit reference (the entry hash), once the entry is written."""
