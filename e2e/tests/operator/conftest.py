@@ -4,11 +4,13 @@ tests that stop or restart it start it again)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
+import opkit
 import pytest
-from opkit import REPO, OperatorProcess, operator_kubeconfig
+from opkit import REPO, OperatorProcess, OwnOperator, ProxiedOperator, operator_kubeconfig
 
 from cmcp_e2e.handle import K8sCluster
 
@@ -46,3 +48,23 @@ def running(operator: OperatorProcess) -> OperatorProcess:
     if not operator.running:
         operator.start()
     return operator
+
+
+@pytest.fixture
+def own_operator(
+    operator: OperatorProcess, operator_kubeconfig_path: Path, operator_dir: Path
+) -> OwnOperator:
+    """``with own_operator(*args, name=...) as op``: an operator process of the test's own
+    with the same identity, the shared one paused meanwhile."""
+    return functools.partial(opkit.own_operator, operator, operator_kubeconfig_path, operator_dir)
+
+
+@pytest.fixture
+def operator_via_proxy(
+    crds: K8sCluster, operator: OperatorProcess, operator_kubeconfig_path: Path, operator_dir: Path
+) -> ProxiedOperator:
+    """``with operator_via_proxy(name) as (op, proxy)``: the same, reaching the API server
+    only through a TcpProxy the test can cut."""
+    return functools.partial(
+        opkit.operator_via_proxy, crds, operator, operator_kubeconfig_path, operator_dir
+    )

@@ -15,7 +15,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -566,3 +567,42 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+
+#: The ``own_operator`` fixture: ``own_operator(*args, name=...)`` (:func:`own_operator`).
+OwnOperator = Callable[..., AbstractContextManager[OperatorProcess]]
+#: The ``operator_via_proxy`` fixture: ``operator_via_proxy(name)`` (:func:`operator_via_proxy`).
+ProxiedOperator = Callable[[str], AbstractContextManager[tuple[OperatorProcess, TcpProxy]]]
+
+
+@contextlib.contextmanager
+def own_operator(
+    shared: OperatorProcess, kubeconfig: Path, log_dir: Path, *args: str, name: str
+) -> Iterator[OperatorProcess]:
+    """A started operator process of the test's own, stopped afterwards; the shared one is
+    paused meanwhile."""
+    with paused(shared):
+        op = OperatorProcess(kubeconfig, log_dir, *args, name=name)
+        try:
+            yield op.start()
+        finally:
+            op.stop()
+
+
+@contextlib.contextmanager
+def operator_via_proxy(
+    cluster: K8sCluster, shared: OperatorProcess, kubeconfig: Path, log_dir: Path, name: str
+) -> Iterator[tuple[OperatorProcess, TcpProxy]]:
+    """:func:`own_operator` reaching the API server only through a :class:`TcpProxy` (up at
+    first), so that the test can cut the operator off and reconnect it."""
+    proxy = TcpProxy(cluster.server).up()
+    doc: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
+    doc["clusters"][0]["cluster"]["server"] = proxy.server
+    via = log_dir / f"{name}.kubeconfig"
+    via.write_text(yaml.safe_dump(doc))
+    via.chmod(0o600)
+    try:
+        with own_operator(shared, via, log_dir, name=name) as op:
+            yield op, proxy
+    finally:
+        proxy.down()

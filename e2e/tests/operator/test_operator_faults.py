@@ -15,20 +15,19 @@ import pytest
 from opkit import (
     REPO,
     OperatorProcess,
-    TcpProxy,
+    OwnOperator,
+    ProxiedOperator,
     apply,
     deployment,
     get,
     get_list,
     injected,
     injected_pod,
-    paused,
     point_binding_at,
     serve,
     wait_condition,
 )
 from test_operator_claims import _claim, _sa_dir, _sink
-from test_operator_hygiene import _kubeconfig_via
 
 from cmcp_e2e.handle import K8sCluster
 from cmcp_e2e.pytest_plugin import require_simulated
@@ -155,11 +154,7 @@ def test_api_server_down_and_back(
 
 
 def test_objects_deleted_while_the_operator_could_not_see(
-    k8s_cluster: K8sCluster,
-    k8s_namespace: str,
-    operator: OperatorProcess,
-    operator_kubeconfig_path: Path,
-    operator_dir: Path,
+    k8s_cluster: K8sCluster, k8s_namespace: str, operator_via_proxy: ProxiedOperator
 ) -> None:
     """The operator is cut off from the API (its watches break) while someone deletes the
     rendered bundle ConfigMap, the sidecar config ConfigMap and the claim writer's
@@ -167,60 +162,46 @@ def test_objects_deleted_while_the_operator_could_not_see(
     Roles are not watched at all), so no event may ever tell; the operator must still repair
     every one once it reconnects (at the latest at its next resync)."""
     ns = k8s_namespace
-    proxy = TcpProxy(k8s_cluster.server).up()
-    kubeconfig = _kubeconfig_via(
-        operator_kubeconfig_path, proxy.server, operator_dir / "faults-proxy.kubeconfig"
-    )
-    with paused(operator):
-        op = OperatorProcess(kubeconfig, operator_dir, name="op-faults")
-        try:
-            op.start()
-            serve(k8s_cluster, ns)
-            gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
-            bundle_cm = get(k8s_cluster, "mcpb", "policy", ns)["status"]["configMapName"]  # type: ignore[index]
-            config_cm = gw["status"]["configMapName"]
-            roles = [r["metadata"]["name"] for r in get_list(k8s_cluster, "roles", ns)]
-            bindings = [b["metadata"]["name"] for b in get_list(k8s_cluster, "rolebindings", ns)]
-            assert len(roles) == 1 and len(bindings) == 1
-            proxy.down()
-            k8s_cluster.kubectl("delete", "configmap", bundle_cm, config_cm, "-n", ns)
-            widened = [{"op": "add", "path": "/rules/-", "value": SECRETS_RULE}]
-            k8s_cluster.kubectl(
-                "patch", "role", roles[0], "-n", ns, "--type=json", "-p", json.dumps(widened)
-            )
-            assert _can(k8s_cluster, ns, "get", "secrets")
-            k8s_cluster.kubectl("delete", "rolebinding", bindings[0], "-n", ns)
-            time.sleep(3)
-            assert op.running, op.tail()
-            proxy.up()
-            for kind, name in (
-                ("configmap", bundle_cm),
-                ("configmap", config_cm),
-                ("rolebinding", bindings[0]),
-            ):
-                k8s_cluster.wait_for(
-                    f"{kind} {name} repaired",
-                    lambda kind=kind, name=name: get(k8s_cluster, kind, name, ns),
-                    timeout=60,
-                )
+    with operator_via_proxy("op-faults") as (op, proxy):
+        serve(k8s_cluster, ns)
+        gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+        bundle_cm = get(k8s_cluster, "mcpb", "policy", ns)["status"]["configMapName"]  # type: ignore[index]
+        config_cm = gw["status"]["configMapName"]
+        roles = [r["metadata"]["name"] for r in get_list(k8s_cluster, "roles", ns)]
+        bindings = [b["metadata"]["name"] for b in get_list(k8s_cluster, "rolebindings", ns)]
+        assert len(roles) == 1 and len(bindings) == 1
+        proxy.down()
+        k8s_cluster.kubectl("delete", "configmap", bundle_cm, config_cm, "-n", ns)
+        widened = [{"op": "add", "path": "/rules/-", "value": SECRETS_RULE}]
+        k8s_cluster.kubectl(
+            "patch", "role", roles[0], "-n", ns, "--type=json", "-p", json.dumps(widened)
+        )
+        assert _can(k8s_cluster, ns, "get", "secrets")
+        k8s_cluster.kubectl("delete", "rolebinding", bindings[0], "-n", ns)
+        time.sleep(3)
+        assert op.running, op.tail()
+        proxy.up()
+        for kind, name in (
+            ("configmap", bundle_cm),
+            ("configmap", config_cm),
+            ("rolebinding", bindings[0]),
+        ):
             k8s_cluster.wait_for(
-                "the widened Role narrowed again",
-                lambda: not _can(k8s_cluster, ns, "get", "secrets"),
+                f"{kind} {name} repaired",
+                lambda kind=kind, name=name: get(k8s_cluster, kind, name, ns),
                 timeout=60,
             )
-            assert get(k8s_cluster, "role", roles[0], ns)["rules"] == [CLAIMS_RULE]  # type: ignore[index]
-            assert _can(k8s_cluster, ns, "create", "configmaps")
-        finally:
-            op.stop()
-            proxy.down()
+        k8s_cluster.wait_for(
+            "the widened Role narrowed again",
+            lambda: not _can(k8s_cluster, ns, "get", "secrets"),
+            timeout=60,
+        )
+        assert get(k8s_cluster, "role", roles[0], ns)["rules"] == [CLAIMS_RULE]  # type: ignore[index]
+        assert _can(k8s_cluster, ns, "create", "configmaps")
 
 
 def test_claims_binding_pointed_elsewhere_is_replaced(
-    k8s_cluster: K8sCluster,
-    k8s_namespace: str,
-    operator: OperatorProcess,
-    operator_kubeconfig_path: Path,
-    operator_dir: Path,
+    k8s_cluster: K8sCluster, k8s_namespace: str, own_operator: OwnOperator
 ) -> None:
     """The claims RoleBinding is replaced (same name, owner and subjects) by one bound to
     ClusterRole ``view``: the sidecar's identity could read the namespace. roleRef cannot be
@@ -228,64 +209,57 @@ def test_claims_binding_pointed_elsewhere_is_replaced(
     and leaves it alone afterwards; a changed subject list is patched back in place."""
     ns = k8s_namespace
     name = "cmcp-claims-gw"
-    with paused(operator):
-        op = OperatorProcess(
-            operator_kubeconfig_path, operator_dir, "--resync-seconds", "2", name="op-roleref"
+    with own_operator("--resync-seconds", "2", name="op-roleref") as op:
+        serve(k8s_cluster, ns)
+        gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+        owner = gw["metadata"]["uid"]
+        ours = k8s_cluster.wait_for(
+            "the claims RoleBinding", lambda: get(k8s_cluster, "rolebinding", name, ns)
         )
-        try:
-            op.start()
-            serve(k8s_cluster, ns)
-            gw = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
-            owner = gw["metadata"]["uid"]
-            ours = k8s_cluster.wait_for(
-                "the claims RoleBinding", lambda: get(k8s_cluster, "rolebinding", name, ns)
-            )
-            with op.frozen():  # resyncs every 2 s: it must not see the binding half-replaced
-                tampered = point_binding_at(k8s_cluster, ns, name, "view")
-                assert _can(k8s_cluster, ns, "list", "pods")
+        with op.frozen():  # resyncs every 2 s: it must not see the binding half-replaced
+            tampered = point_binding_at(k8s_cluster, ns, name, "view")
+            assert _can(k8s_cluster, ns, "list", "pods")
 
-            def restored() -> dict[str, Any] | None:
-                obj = get(k8s_cluster, "rolebinding", name, ns) or {}
-                return obj if obj.get("roleRef") == ours["roleRef"] else None
+        def restored() -> dict[str, Any] | None:
+            obj = get(k8s_cluster, "rolebinding", name, ns) or {}
+            return obj if obj.get("roleRef") == ours["roleRef"] else None
 
-            fixed = k8s_cluster.wait_for("the roleRef restored", restored, timeout=30)
-            assert fixed["metadata"]["uid"] != tampered["metadata"]["uid"]
-            assert [
-                (o["uid"], o.get("controller")) for o in fixed["metadata"]["ownerReferences"]
-            ] == [(owner, True)]
-            assert fixed["subjects"] == ours["subjects"]
-            assert not _can(k8s_cluster, ns, "list", "pods")
-            assert _can(k8s_cluster, ns, "create", "configmaps")
+        fixed = k8s_cluster.wait_for("the roleRef restored", restored, timeout=30)
+        assert fixed["metadata"]["uid"] != tampered["metadata"]["uid"]
+        assert [(o["uid"], o.get("controller")) for o in fixed["metadata"]["ownerReferences"]] == [
+            (owner, True)
+        ]
+        assert fixed["subjects"] == ours["subjects"]
+        assert not _can(k8s_cluster, ns, "list", "pods")
+        assert _can(k8s_cluster, ns, "create", "configmaps")
 
-            extra = {"kind": "ServiceAccount", "name": "intruder", "namespace": ns}
-            added = [{"op": "add", "path": "/subjects/-", "value": extra}]
-            patch = ("--type=json", "-p", json.dumps(added))
-            k8s_cluster.kubectl("patch", "rolebinding", name, "-n", ns, *patch)
-            k8s_cluster.wait_for(
-                "the subjects restored",
-                lambda: (
-                    (get(k8s_cluster, "rolebinding", name, ns) or {}).get("subjects")
-                    == ours["subjects"]
-                ),
-                timeout=30,
-            )
-            time.sleep(5)  # two more resyncs: nothing more is replaced
-            now = get(k8s_cluster, "rolebinding", name, ns)
-            assert now is not None and now["metadata"]["uid"] == fixed["metadata"]["uid"]
-            deletes = op.metric(
-                "cmcp_operator_api_requests_total", verb="DELETE", resource="rolebindings"
-            )
-            assert deletes == 1, deletes
-            selector = "involvedObject.name=gw,reason=ClaimsRoleBindingReplaced"
-            events = json.loads(
-                k8s_cluster.kubectl(
-                    "get", "events", "-n", ns, "--field-selector", selector, "-o", "json"
-                ).stdout
-            )["items"]
-            assert len(events) == 1 and "ClusterRole view" in events[0]["message"], events
-            assert events[0]["type"] == "Warning"
-        finally:
-            op.stop()
+        extra = {"kind": "ServiceAccount", "name": "intruder", "namespace": ns}
+        added = [{"op": "add", "path": "/subjects/-", "value": extra}]
+        patch = ("--type=json", "-p", json.dumps(added))
+        k8s_cluster.kubectl("patch", "rolebinding", name, "-n", ns, *patch)
+        k8s_cluster.wait_for(
+            "the subjects restored",
+            lambda: (
+                (get(k8s_cluster, "rolebinding", name, ns) or {}).get("subjects")
+                == ours["subjects"]
+            ),
+            timeout=30,
+        )
+        time.sleep(5)  # two more resyncs: nothing more is replaced
+        now = get(k8s_cluster, "rolebinding", name, ns)
+        assert now is not None and now["metadata"]["uid"] == fixed["metadata"]["uid"]
+        deletes = op.metric(
+            "cmcp_operator_api_requests_total", verb="DELETE", resource="rolebindings"
+        )
+        assert deletes == 1, deletes
+        selector = "involvedObject.name=gw,reason=ClaimsRoleBindingReplaced"
+        events = json.loads(
+            k8s_cluster.kubectl(
+                "get", "events", "-n", ns, "--field-selector", selector, "-o", "json"
+            ).stdout
+        )["items"]
+        assert len(events) == 1 and "ClusterRole view" in events[0]["message"], events
+        assert events[0]["type"] == "Warning"
 
 
 def test_node_removed_under_an_injected_pod(

@@ -6,14 +6,13 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 from opkit import (
     OPERATOR_NS,
     REPO,
     OperatorProcess,
-    TcpProxy,
+    ProxiedOperator,
     apply,
     bundle,
     bundle_hash,
@@ -194,80 +193,59 @@ def test_restart_mid_reconcile_no_duplicate_side_effects(
     assert len(get_list(k8s_cluster, "roles", ns)) == 1
 
 
-def _kubeconfig_via(path: Path, server: str, out: Path) -> Path:
-    doc: dict[str, Any] = yaml.safe_load(path.read_text())
-    doc["clusters"][0]["cluster"]["server"] = server
-    out.write_text(yaml.safe_dump(doc))
-    return out
-
-
 def test_api_server_outage(
-    k8s_cluster: K8sCluster,
-    k8s_namespace: str,
-    operator: OperatorProcess,
-    operator_kubeconfig_path: Path,
-    operator_dir: Path,
+    k8s_cluster: K8sCluster, k8s_namespace: str, operator_via_proxy: ProxiedOperator
 ) -> None:
     """The API server becomes unreachable for the operator (connections refused, open ones
     reset) while things change; afterwards everything converges, nothing is done twice."""
     ns = k8s_namespace
     digest = bundle_hash(ALLOW)
-    proxy = TcpProxy(k8s_cluster.server).up()
-    kubeconfig = _kubeconfig_via(
-        operator_kubeconfig_path, proxy.server, operator_dir / "via-proxy.kubeconfig"
-    )
-    with paused(operator):
-        op = OperatorProcess(kubeconfig, operator_dir, name="op-proxy")
-        try:
-            op.start()
-            apply(
-                k8s_cluster,
-                bundle("policy", ns, ALLOW),
-                deployment("agent", ns),
-                gateway("gw", ns, "policy", digest),
-            )
-            k8s_cluster.wait_for(
-                "injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns))
-            )
-            wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
-            proxy.down()
-            # Meanwhile: someone strips the sidecar, and a new agent arrives.
-            patch = [{"op": "remove", "path": "/spec/template/spec/initContainers"}]
+    with operator_via_proxy("op-proxy") as (op, proxy):
+        apply(
+            k8s_cluster,
+            bundle("policy", ns, ALLOW),
+            deployment("agent", ns),
+            gateway("gw", ns, "policy", digest),
+        )
+        k8s_cluster.wait_for(
+            "injected", lambda: injected(get(k8s_cluster, "deployment", "agent", ns))
+        )
+        wait_condition(k8s_cluster, "mcpgw", "gw", ns, "Ready", "True")
+        proxy.down()
+        # Meanwhile: someone strips the sidecar, and a new agent arrives.
+        patch = [{"op": "remove", "path": "/spec/template/spec/initContainers"}]
+        k8s_cluster.kubectl(
+            "patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch)
+        )
+        apply(k8s_cluster, deployment("late", ns))
+        time.sleep(6)
+        assert op.running, op.tail()
+        assert not injected(get(k8s_cluster, "deployment", "late", ns))
+        proxy.up()
+        k8s_cluster.wait_for(
+            "converged after the outage",
+            lambda: (
+                injected(get(k8s_cluster, "deployment", "agent", ns))
+                and injected(get(k8s_cluster, "deployment", "late", ns))
+            ),
+            timeout=90,
+        )
+        time.sleep(2)
+        assert get(k8s_cluster, "deployment", "late", ns)["metadata"]["generation"] == 2  # type: ignore[index]
+        assert len(get_list(k8s_cluster, "configmaps", ns, "cmcp.dev/component=config")) == 1
+        events = json.loads(
             k8s_cluster.kubectl(
-                "patch", "deployment", "agent", "-n", ns, "--type=json", "-p", json.dumps(patch)
-            )
-            apply(k8s_cluster, deployment("late", ns))
-            time.sleep(6)
-            assert op.running, op.tail()
-            assert not injected(get(k8s_cluster, "deployment", "late", ns))
-            proxy.up()
-            k8s_cluster.wait_for(
-                "converged after the outage",
-                lambda: (
-                    injected(get(k8s_cluster, "deployment", "agent", ns))
-                    and injected(get(k8s_cluster, "deployment", "late", ns))
-                ),
-                timeout=90,
-            )
-            time.sleep(2)
-            assert get(k8s_cluster, "deployment", "late", ns)["metadata"]["generation"] == 2  # type: ignore[index]
-            assert len(get_list(k8s_cluster, "configmaps", ns, "cmcp.dev/component=config")) == 1
-            events = json.loads(
-                k8s_cluster.kubectl(
-                    "get",
-                    "events",
-                    "-n",
-                    ns,
-                    "--field-selector",
-                    "involvedObject.name=late,reason=Injected",
-                    "-o",
-                    "json",
-                ).stdout
-            )["items"]
-            assert len(events) == 1
-        finally:
-            op.stop()
-            proxy.down()
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                "involvedObject.name=late,reason=Injected",
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+        assert len(events) == 1
 
 
 def test_namespace_scoped_operator(
