@@ -12,10 +12,9 @@ reports in ``gateway.shadow`` so that a promotion is decided on evidence (docs/g
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cmcp_verifier.cedar_bundle import LoadedBundle
@@ -84,7 +83,7 @@ class ShadowEvaluator:
             facts = self.guard.facts(*tool)
             if facts is None:  # not in the candidate's catalog, or changed since pinned
                 return Decision.gateway_deny(CATALOG_DENY, self.bundle_hash)
-            request = dataclasses.replace(request, tool=facts)
+            request = replace(request, tool=facts)
         return self.engine.decide(request)
 
     def compare(
