@@ -335,6 +335,9 @@ class Enforcement:
             gw.on_started.append(self._review_all)
             gw.on_started.append(self._start_reloading)
             gw.metrics.registry.register(_Metrics(self))
+            # One agent calling at a time: its entry is synced on the loop (no thread hand-offs).
+            hub = gw.hub
+            self.audit.sync_here_when(lambda entries: hub.posts_in_flight <= entries)
             self._gateway = gw
         return self._gateway
 

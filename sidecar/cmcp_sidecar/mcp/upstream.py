@@ -25,6 +25,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from ..config import UpstreamConfig
 from .jsonrpc import Message, ProtocolError, dumps, parse_message
@@ -91,6 +92,7 @@ class Upstream:
         self.config = config
         self.name = config.name
         self.url = config.url
+        self._target = URL(config.url)  # parsed once, not on every request
         self.prefix = config.prefix
         self.max_response_bytes = max_response_bytes
         self.body_seconds = config.timeouts.body_seconds
@@ -128,6 +130,9 @@ class Upstream:
             timeout=self.request_timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # An upstream's cookies are never kept: one agent's session must not ride along
+            # on another agent's calls through the shared pool.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -154,7 +159,7 @@ class Upstream:
             self.name,
             self._session.request(
                 method,
-                self.url,
+                self._target,
                 data=body,
                 headers={**self._credentials, **headers},
                 timeout=self.stream_timeout if stream else self.request_timeout,
@@ -269,6 +274,11 @@ async def read_body(
     length = resp.content_length
     if length is not None and length > limit:
         raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
+    if resp.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        data = resp.content.read_nowait()
+        if len(data) > limit:
+            raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
+        return data
     chunks: list[bytes] = []
     size = 0
     started = time.monotonic()
