@@ -38,9 +38,10 @@ _ACCEPT_ENCODING: Final = b"Accept-Encoding: gzip, deflate\r\n"
 class HttpError(Exception):
     """The upstream could not be reached, or broke off or garbled its response."""
 
-    def __init__(self, message: str, *, tls: bool = False) -> None:
+    def __init__(self, message: str, *, tls: bool = False, too_large: bool = False) -> None:
         super().__init__(message)
         self.tls = tls
+        self.too_large = too_large
 
 
 class Body:
@@ -92,6 +93,11 @@ class Body:
     def _feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
+        if self._buffered > self._conn.max_buffer:
+            raise HttpError(
+                f"the upstream's response outgrew {self._conn.max_buffer} unread bytes",
+                too_large=True,
+            )
         if self._buffered > PAUSE_BYTES:
             self._conn.pause()
         self._wake()
@@ -129,9 +135,12 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One connection and the response being read on it (httptools parser callbacks)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float | None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, read_timeout: float | None, max_buffer: int
+    ) -> None:
         self.loop = loop
         self.read_timeout = read_timeout
+        self.max_buffer = max_buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -301,6 +310,7 @@ class HttpPool:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
         connect_timeout: float | None = None,
+        max_buffer: int = 64 << 20,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -316,6 +326,7 @@ class HttpPool:
         self._target = target.encode("latin-1")
         self._host_line = f"Host: {authority}\r\n".encode("latin-1")
         self._connect_timeout = connect_timeout
+        self._max_buffer = max_buffer  # unread body bytes (decoded) a response may hold
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
@@ -396,7 +407,7 @@ class HttpPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, read_timeout),
+                    lambda: _Connection(loop, read_timeout, self._max_buffer),
                     self._host,
                     self._port,
                     ssl=self._ssl,

@@ -27,7 +27,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..config import UpstreamConfig
-from .http_client import HttpError, HttpPool, Response
+from .http_client import PAUSE_BYTES, HttpError, HttpPool, Response
 from .jsonrpc import Message, ProtocolError, dumps, parse_message
 from .sse import SSEError, SSEEvent, SSEParser
 
@@ -116,6 +116,9 @@ class Upstream:
             ssl_context=ssl_ctx,
             max_connections=self.config.max_connections,
             connect_timeout=self.config.timeouts.connect_seconds,
+            # Unread bytes held per response: read_body refuses a body past the limit itself;
+            # this bounds what one read can decompress, with room for a slow SSE reader.
+            max_buffer=max(self.max_response_bytes + 1, 4 * PAUSE_BYTES),
         )
 
     async def close(self) -> None:
@@ -281,8 +284,14 @@ async def read_body(resp: Response, limit: int, deadline: float | None = None) -
     except TimeoutError:
         raise _timeout(started, deadline) from None
     except HttpError as exc:
-        raise UpstreamFault("upstream.reset", f"upstream broke off its response: {exc}") from None
+        raise _broken(exc, "upstream broke off its response") from None
     return b"".join(chunks)
+
+
+def _broken(exc: HttpError, what: str) -> UpstreamFault:
+    if exc.too_large:
+        return UpstreamFault("upstream.too_large", f"upstream response too large: {exc}")
+    return UpstreamFault("upstream.reset", f"{what}: {exc}")
 
 
 def _timeout(started: float, deadline: float | None) -> UpstreamFault:
@@ -319,7 +328,7 @@ async def sse_events(
     except TimeoutError:
         raise UpstreamFault("upstream.timeout", "upstream stream went idle too long") from None
     except HttpError as exc:
-        raise UpstreamFault("upstream.reset", f"upstream stream broke: {exc}") from None
+        raise _broken(exc, "upstream stream broke") from None
 
 
 def parse_upstream(data: bytes, limit: int) -> Message:
