@@ -157,7 +157,14 @@ class AuditLog:
     @property
     def syncs(self) -> int:
         """How many write+sync rounds made entries durable since open (for metrics)."""
-        return self._writer.syncs if self._writer is not None else 0
+        return sum(self.syncs_by_place().values())
+
+    def syncs_by_place(self) -> dict[str, int]:
+        """Write+sync rounds since open, on the event loop and on the writer thread."""
+        writer = self._writer
+        if writer is None:
+            return {"loop": 0, "thread": 0}
+        return {"loop": writer.syncs_here, "thread": writer.syncs - writer.syncs_here}
 
     def sync_here_when(self, idle: Callable[[int], bool] | None) -> None:
         """Let the event loop write and sync a group of entries itself when ``idle(entries)``

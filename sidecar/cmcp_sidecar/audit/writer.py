@@ -107,6 +107,7 @@ class ChainWriter:
         self.failure: AuditUnavailable | None = None
         self.idle: Idle | None = None  # None: always sync on the thread
         self.syncs = 0  # write+sync rounds so far (metrics; shows group commit at work)
+        self.syncs_here = 0  # of which on the event loop
         self._thread = threading.Thread(target=self._run, name="cmcp-audit-writer", daemon=True)
 
     def start(self) -> None:
@@ -163,6 +164,7 @@ class ChainWriter:
             return False
 
     def _write_here(self, outcomes: list[Outcome]) -> None:
+        syncs = self.syncs
         try:
             self._write(outcomes)
         except Exception as exc:
@@ -170,6 +172,7 @@ class ChainWriter:
             self.failure = error
             self._fail(error, [o.pending for o in outcomes])
             return
+        self.syncs_here += self.syncs - syncs
         self._delivered(outcomes)
         self._keep_reserve()
 
