@@ -145,6 +145,15 @@ class _Metrics(Collector):
         )
         length.add_metric([], self._e.audit.length)
         yield length
+        syncs = CounterMetricFamily(
+            "cmcp_audit_syncs",
+            "write+fdatasync rounds that made audit entries durable (entries share one in a "
+            "group commit), by where they ran: the event loop or the writer thread",
+            labels=["where"],
+        )
+        for where, count in self._e.audit.syncs_by_place().items():
+            syncs.add_metric([where], count)
+        yield syncs
         fresh = GaugeMetricFamily(
             "cmcp_attestation_fresh", "1 when the attestation evidence is fresh"
         )
@@ -332,6 +341,9 @@ class Enforcement:
             gw.on_started.append(self._review_all)
             gw.on_started.append(self._start_reloading)
             gw.metrics.registry.register(_Metrics(self))
+            # One agent calling at a time: its entry is synced on the loop (no thread hand-offs).
+            hub = gw.hub
+            self.audit.sync_here_when(lambda entries: hub.posts_in_flight <= entries)
             self._gateway = gw
         return self._gateway
 

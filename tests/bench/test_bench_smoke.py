@@ -53,7 +53,7 @@ def test_gateway_bench_and_report(tmp_path: Path) -> None:
     written = report.write(summary, tmp_path / "docs")
     text = written.read_text()
     assert "## Gateway overhead" in text and "## Targets" in text
-    assert "audit: hand-off to writer" in text
+    assert "audit: to the writer" in text
     assert "**policy**: not run here" in text
     assert (tmp_path / "docs" / "bench" / "gateway-cdf.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "bench" / "gateway-throughput.png").stat().st_size > 1000

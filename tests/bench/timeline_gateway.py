@@ -14,11 +14,12 @@ Stages (each the time since the previous mark):
 * ``admit: catalog, digest, policy`` — the seam's admission;
 * ``forward: upstream round trip`` — request to the upstream, its reply read and parsed;
 * ``complete: result digest, entry`` — up to the audit append;
-* ``audit: hand-off to writer`` — until the writer thread starts on the entry;
-* ``audit: encode`` — chain fields, RFC 8785, SHA-256 (writer thread);
-* ``audit: write`` — ``os.write``;
+* ``audit: to the writer`` — until the loop step ends and the writer encodes the entry;
+* ``audit: encode`` — chain fields, RFC 8785, SHA-256 (on the event loop);
+* ``audit: write`` — ``os.write`` (on the loop when nothing else waits, else the writer thread);
 * ``audit: fdatasync``;
-* ``audit: hand-back to loop`` — until the event loop runs the delivery;
+* ``audit: hand-back to loop`` — until the event loop runs the delivery (≈ 0 when the loop
+  wrote the entry itself);
 * ``complete: deliver, resume`` — observers (claims ledger), the append's ``await`` returns;
 * ``proxy: reply`` — metrics and the response object, to the handler's return.
 """
@@ -61,7 +62,7 @@ STAGES = (
     "admit: catalog, digest, policy",
     "forward: upstream round trip",
     "complete: result digest, entry",
-    "audit: hand-off to writer",
+    "audit: to the writer",
     "audit: encode",
     "audit: write",
     "audit: fdatasync",
@@ -126,7 +127,7 @@ def install() -> None:
         try:
             return real_write(fd, data)
         finally:
-            if threading.current_thread().name == "cmcp-audit-writer":
+            if len(data):  # not check_writable()'s empty write
                 mark("written")
 
     def timed_sync(fd: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from cmcp_sidecar.audit import (
     OperationEntry,
     json_digest,
 )
+from cmcp_sidecar.audit import writer as writer_module
 from cmcp_verifier import audit
 from cmcp_verifier.digests import ZERO_DIGEST
 from cmcp_verifier.errors import InputError
@@ -251,3 +254,84 @@ async def test_observers_see_durable_records_in_order_and_cannot_block_appends(
         results = await asyncio.gather(*(log.append(call("s")) for _ in range(20)))
         assert sorted(r.seq for r in results) == list(range(20))
     assert seen == list(range(20))
+
+
+class _SyncThreads:
+    """Which threads ran ``fdatasync`` on the log (instrumentation around the real call)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        real = os.fdatasync
+
+        def recorded(fd: int) -> None:
+            self.names.append(threading.current_thread().name)
+            real(fd)
+
+        monkeypatch.setattr(writer_module.os, "fdatasync", recorded)
+
+
+@pytest.mark.parametrize("fsync", ["every", "batch"])
+async def test_an_idle_loop_writes_and_syncs_its_entries_itself(
+    tmp_path: Path, fsync: FsyncMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = _SyncThreads(monkeypatch)
+    asked: list[int] = []
+
+    def idle(entries: int) -> bool:
+        asked.append(entries)
+        return True
+
+    async with await AuditLog.open(tmp_path, instance_id="gw", fsync=fsync) as log:
+        log.sync_here_when(idle)
+        first = await log.append(call("s"))
+        group = await asyncio.gather(*(log.append(call("s")) for _ in range(10)))
+        assert first.seq == 0 and [a.seq for a in group] == list(range(1, 11))
+        assert (log.length, log.tip) == (11, group[-1].hash)
+    assert asked == [1, 10]
+    loop_thread = threading.current_thread().name
+    assert syncs.names == [loop_thread] * (11 if fsync == "every" else 2)
+    records = audit.read_log((tmp_path / LOG_FILE).read_bytes())
+    assert audit.verify_chain(records).length == 11
+
+
+async def test_a_busy_loop_leaves_syncing_to_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = _SyncThreads(monkeypatch)
+    async with await AuditLog.open(tmp_path, instance_id="gw") as log:
+        log.sync_here_when(lambda entries: entries >= 5)  # "5 requests in flight"
+        alone = await log.append(call("s"))  # 1 < 5: others could run meanwhile
+        together = await asyncio.gather(*(log.append(call("s")) for _ in range(5)))
+        assert alone.seq == 0 and [a.seq for a in together] == [1, 2, 3, 4, 5]
+    assert syncs.names == ["cmcp-audit-writer", threading.current_thread().name]
+
+
+async def test_a_broken_idle_hint_falls_back_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = _SyncThreads(monkeypatch)
+
+    def broken(entries: int) -> bool:
+        raise RuntimeError("hint bug")
+
+    async with await AuditLog.open(tmp_path, instance_id="gw") as log:
+        log.sync_here_when(broken)
+        assert (await log.append(call("s"))).seq == 0
+    assert syncs.names == ["cmcp-audit-writer"]
+
+
+async def test_a_storage_failure_on_the_loop_fails_the_group_and_later_appends(
+    tmp_path: Path,
+) -> None:
+    log = await AuditLog.open(tmp_path, instance_id="gw")
+    log.sync_here_when(lambda entries: True)
+    await log.append(call("s"))
+    (tmp_path / LOG_FILE).unlink()
+    results = await asyncio.gather(
+        *(log.append(call("s")) for _ in range(3)), return_exceptions=True
+    )
+    assert [getattr(r, "code", r) for r in results] == ["audit.file_removed"] * 3
+    assert log.failure is not None and log.failure.code == "audit.file_removed"
+    with pytest.raises(AuditUnavailable):
+        await log.append(call("s"))
+    await log.close()

@@ -45,9 +45,11 @@ def _big(i: int) -> LifecycleEntry:
     return LifecycleEntry(event="filler", details={"n": i, "pad": "x" * 6000})
 
 
-async def test_disk_full_fails_every_pending_and_later_append(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["thread", "loop"])
+async def test_disk_full_fails_every_pending_and_later_append(tmp_path: Path, where: str) -> None:
     with tmpfs(tmp_path / "mnt", "256k") as mnt:
         log = await AuditLog.open(mnt, instance_id="gw")
+        log.sync_here_when(lambda entries: where == "loop")
         acked: list[int] = []
         errors: list[AuditUnavailable] = []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,6 +197,8 @@ async def test_refusals_are_audited_and_operational_endpoints(
     faults = [e for e in audit_entries(tmp_path) if e.get("kind") == "fault"]
     assert [f["error"] for f in faults] == ["jsonrpc.batch"]
     assert "cmcp_audit_entries_total" in text and "cmcp_claims_issued_total" in text
+    on_loop = re.search(r'^cmcp_audit_syncs_total\{where="loop"\} (\d+)', text, re.M)
+    assert on_loop is not None and float(on_loop[1]) > 0  # one call at a time: on the loop
 
 
 async def test_flow_rule_across_a_session(server_url: str, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The gateway's durable, hash-chained audit log (one chain per gateway instance).
 
-Usage (all on the event loop; file I/O runs on a dedicated writer thread)::
+Usage (all on the event loop; entries are written and synced on a dedicated writer thread,
+or on the loop itself when nothing else waits — see :mod:`.writer`)::
 
     log = await AuditLog.open("./audit", fsync="batch", instance_id="gw-1")
     appended = await log.append(CallEntry(...))   # durable (fdatasync'd) when it returns
@@ -156,7 +157,20 @@ class AuditLog:
     @property
     def syncs(self) -> int:
         """How many write+sync rounds made entries durable since open (for metrics)."""
-        return self._writer.syncs if self._writer is not None else 0
+        return sum(self.syncs_by_place().values())
+
+    def syncs_by_place(self) -> dict[str, int]:
+        """Write+sync rounds since open, on the event loop and on the writer thread."""
+        writer = self._writer
+        if writer is None:
+            return {"loop": 0, "thread": 0}
+        return {"loop": writer.syncs_here, "thread": writer.syncs - writer.syncs_here}
+
+    def sync_here_when(self, idle: Callable[[int], bool] | None) -> None:
+        """Let the event loop write and sync a group of entries itself when ``idle(entries)``
+        says every request in flight waits for that group (None: always on the thread)."""
+        if self._writer is not None:
+            self._writer.idle = idle
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(record)`` for every entry made durable from now on."""

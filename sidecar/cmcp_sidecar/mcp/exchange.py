@@ -16,11 +16,11 @@ import logging
 import time
 from typing import Any, Final
 
-import aiohttp
 from aiohttp import web
 
 from . import directory, tokens
 from . import headers as mh
+from .http_client import Response
 from .hub import Call, Hub
 from .intercept import Admission, CallContext, Fault, Operation, OpKind, Reply
 from .jsonrpc import (
@@ -164,7 +164,7 @@ def _unregister(call: Call, pending: PendingCall) -> None:
 
 
 async def _relay(
-    hub: Hub, call: Call, up: Upstream, resp: aiohttp.ClientResponse, pending: PendingCall
+    hub: Hub, call: Call, up: Upstream, resp: Response, pending: PendingCall
 ) -> web.StreamResponse:
     kind = media_type(resp)
     session = call.session
@@ -199,7 +199,7 @@ async def _relay(
 
 
 async def _stream(
-    hub: Hub, call: Call, up: Upstream, resp: aiohttp.ClientResponse, pending: PendingCall
+    hub: Hub, call: Call, up: Upstream, resp: Response, pending: PendingCall
 ) -> web.StreamResponse:
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **call.headers()})
     await out.prepare(call.request)
@@ -385,7 +385,7 @@ async def answer_upstream(
 async def relay_streams(
     hub: Hub,
     call: Call,
-    opened: list[tuple[Upstream, aiohttp.ClientResponse]],
+    opened: list[tuple[Upstream, Response]],
     *,
     standalone: bool,
     positions: dict[int, str],
@@ -443,7 +443,7 @@ async def relay_streams(
 
 async def _pump(
     up: Upstream,
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     hub: Hub,
     queue: asyncio.Queue[tuple[Upstream, SSEEvent] | None],
 ) -> None:

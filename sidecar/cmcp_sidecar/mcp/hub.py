@@ -71,6 +71,7 @@ class Hub:
         self.limits = limits
         self.metrics = metrics
         self.shutting_down = False
+        self.posts_in_flight = 0  # POST /mcp requests being handled (the audit log asks)
         self._closers: set[Callable[[], Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -154,7 +154,12 @@ class Proxy:
     # -- HTTP entry points ------------------------------------------------------------
 
     async def post(self, request: web.Request, principal: str) -> web.StreamResponse:
-        return await self._guarded(self._post, request, principal)
+        hub = self.hub
+        hub.posts_in_flight += 1
+        try:
+            return await self._guarded(self._post, request, principal)
+        finally:
+            hub.posts_in_flight -= 1
 
     async def get(self, request: web.Request, principal: str) -> web.StreamResponse:
         return await self._guarded(self._get, request, principal)

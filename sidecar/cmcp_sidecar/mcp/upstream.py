@@ -1,8 +1,10 @@
 """One upstream MCP server: its HTTP client, credentials, era and response reading.
 
-Each upstream gets one :class:`aiohttp.ClientSession` for the gateway's lifetime (a pooled,
-keep-alive connector: no per-request session or TLS handshake). Timeouts are a connect
-timeout plus an idle-read timeout, never a total: a stream may legitimately run for hours.
+Each upstream gets one :class:`~.http_client.HttpPool` for the gateway's lifetime (kept-alive
+connections: no per-request connection or TLS handshake). Upstream cookies are never kept:
+one agent's session must not ride along on another agent's calls through the shared pool.
+Timeouts are a connect timeout plus an idle-read timeout, never a total: a stream may
+legitimately run for hours.
 Once an answer has begun, though, it must finish: a JSON body within ``timeouts.body_seconds``
 of its headers, an SSE event within as long of its first byte (an upstream trickling bytes
 would otherwise hold the call forever). Redirects are never followed: the upstream URL is
@@ -24,9 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from ..config import UpstreamConfig
+from .http_client import PAUSE_BYTES, HttpError, HttpPool, Response
 from .jsonrpc import Message, ProtocolError, dumps, parse_message
 from .sse import SSEError, SSEEvent, SSEParser
 
@@ -62,7 +63,7 @@ class UpstreamFault(Exception):
         self.status = status
 
 
-def media_type(resp: aiohttp.ClientResponse) -> str:
+def media_type(resp: Response) -> str:
     return resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
@@ -97,43 +98,33 @@ class Upstream:
         self._credentials = dict(credentials)
         self._ca_file = ca_file
         self._client_cert = client_cert
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: HttpPool | None = None
         self._era: EraInfo | None = None
         self._era_lock = asyncio.Lock()
         t = config.timeouts
-        self.request_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=t.connect_seconds,
-            sock_connect=t.connect_seconds,
-            sock_read=t.read_idle_seconds,
-        )
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=t.connect_seconds,
-            sock_connect=t.connect_seconds,
-            sock_read=t.stream_idle_seconds,
-        )
+        self.read_idle_seconds = t.read_idle_seconds
+        self.stream_idle_seconds = t.stream_idle_seconds
 
     async def start(self) -> None:
-        ssl_ctx: ssl.SSLContext | bool = True
+        ssl_ctx: ssl.SSLContext | None = None
         if self._ca_file or self._client_cert:
             ssl_ctx = ssl.create_default_context(cafile=self._ca_file)
             if self._client_cert:
                 ssl_ctx.load_cert_chain(*self._client_cert)
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections, ssl=ssl_ctx, keepalive_timeout=30
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.request_timeout,
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+        self._pool = HttpPool(
+            self.url,
+            ssl_context=ssl_ctx,
+            max_connections=self.config.max_connections,
+            connect_timeout=self.config.timeouts.connect_seconds,
+            # Unread bytes held per response: read_body refuses a body past the limit itself;
+            # this bounds what one read can decompress, with room for a slow SSE reader.
+            max_buffer=max(self.max_response_bytes + 1, 4 * PAUSE_BYTES),
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def set_credentials(self, credentials: Mapping[str, str]) -> None:
         """Replace the credential headers (reload); in-flight requests keep the old ones."""
@@ -146,20 +137,18 @@ class Upstream:
         headers: Mapping[str, str],
         body: bytes | None = None,
         stream: bool = False,
-    ) -> Any:
-        """An aiohttp request context manager; raises :class:`UpstreamFault` on entry errors."""
-        if self._session is None:
+    ) -> _Exchange:
+        """The response as an async context manager; raises :class:`UpstreamFault` on entry
+        errors. ``stream``: the idle-read timeout is the stream's, not the request's."""
+        if self._pool is None:
             raise UpstreamFault("upstream.closed", f"upstream {self.name} is not started")
-        return _FaultMapping(
+        return _Exchange(
             self.name,
-            self._session.request(
-                method,
-                self.url,
-                data=body,
-                headers={**self._credentials, **headers},
-                timeout=self.stream_timeout if stream else self.request_timeout,
-                allow_redirects=False,
-            ),
+            self._pool,
+            method,
+            {**self._credentials, **headers},
+            body,
+            self.stream_idle_seconds if stream else self.read_idle_seconds,
         )
 
     # -- era ---------------------------------------------------------------------------
@@ -211,33 +200,40 @@ class Upstream:
         return EraInfo(modern=())
 
 
-class _FaultMapping:
-    """Wraps an aiohttp request context manager, turning transport errors into faults."""
+class _Exchange:
+    """One request and its response; transport errors become :class:`UpstreamFault`, a
+    redirect is refused, and the connection goes back to the pool at the end."""
 
-    def __init__(self, name: str, cm: Any) -> None:
-        self._name = name
-        self._cm = cm
+    def __init__(
+        self,
+        name: str,
+        pool: HttpPool,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        read_timeout: float | None,
+    ) -> None:
+        self._name, self._pool = name, pool
+        self._request = (method, headers, body, read_timeout)
+        self._resp: Response | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> Response:
         try:
-            resp: aiohttp.ClientResponse = await self._cm.__aenter__()
+            resp = await self._pool.send(*self._request)
         except TimeoutError:
             raise UpstreamFault(
                 "upstream.timeout", f"upstream {self._name} did not answer in time"
             ) from None
-        except aiohttp.ClientSSLError as exc:
-            reason = getattr(exc, "certificate_error", None) or exc
+        except HttpError as exc:
+            if exc.tls:
+                raise UpstreamFault("upstream.tls", f"upstream {self._name}: {exc}") from None
             raise UpstreamFault(
-                "upstream.tls", f"upstream {self._name}: TLS failed: {reason}"
+                "upstream.unreachable", f"upstream {self._name} is unreachable: {exc}"
             ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFault(
-                "upstream.unreachable",
-                f"upstream {self._name} is unreachable: {type(exc).__name__}",
-            ) from None
+        self._resp = resp
         if 300 <= resp.status < 400:
             target = urlsplit(resp.headers.get("Location", "")).hostname or "an unnamed location"
-            await self._cm.__aexit__(None, None, None)
+            self._pool.release(resp)
             raise UpstreamFault(
                 "upstream.redirect",
                 f"upstream {self._name} redirected (HTTP {resp.status}) to {target}; "
@@ -246,8 +242,9 @@ class _FaultMapping:
             )
         return resp
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return bool(await self._cm.__aexit__(*exc))
+    async def __aexit__(self, *exc: object) -> None:
+        if self._resp is not None:
+            self._pool.release(self._resp)
 
 
 def modern_meta(version: str, capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -261,14 +258,17 @@ def modern_meta(version: str, capabilities: Mapping[str, Any] | None = None) -> 
     }
 
 
-async def read_body(
-    resp: aiohttp.ClientResponse, limit: int, deadline: float | None = None
-) -> bytes:
+async def read_body(resp: Response, limit: int, deadline: float | None = None) -> bytes:
     """The whole body, refusing more than ``limit`` bytes or taking longer than ``deadline``
     seconds."""
     length = resp.content_length
     if length is not None and length > limit:
         raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
+    if resp.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        data = resp.content.read_nowait()
+        if len(data) > limit:
+            raise UpstreamFault("upstream.too_large", f"upstream response exceeds {limit} bytes")
+        return data
     chunks: list[bytes] = []
     size = 0
     started = time.monotonic()
@@ -281,13 +281,17 @@ async def read_body(
                         "upstream.too_large", f"upstream response exceeds {limit} bytes"
                     )
                 chunks.append(chunk)
-    except TimeoutError:  # before ClientError: aiohttp's read timeout is both
+    except TimeoutError:
         raise _timeout(started, deadline) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamFault(
-            "upstream.reset", f"upstream broke off its response: {type(exc).__name__}"
-        ) from None
+    except HttpError as exc:
+        raise _broken(exc, "upstream broke off its response") from None
     return b"".join(chunks)
+
+
+def _broken(exc: HttpError, what: str) -> UpstreamFault:
+    if exc.too_large:
+        return UpstreamFault("upstream.too_large", f"upstream response too large: {exc}")
+    return UpstreamFault("upstream.reset", f"{what}: {exc}")
 
 
 def _timeout(started: float, deadline: float | None) -> UpstreamFault:
@@ -299,7 +303,7 @@ def _timeout(started: float, deadline: float | None) -> UpstreamFault:
 
 
 async def sse_events(
-    resp: aiohttp.ClientResponse, max_event_bytes: int, event_deadline: float | None = None
+    resp: Response, max_event_bytes: int, event_deadline: float | None = None
 ) -> AsyncIterator[SSEEvent]:
     """SSE events as they arrive (each one the moment its blank line is read); an event whose
     bytes take longer than ``event_deadline`` seconds to arrive is a fault."""
@@ -321,12 +325,10 @@ async def sse_events(
                     )
     except SSEError as exc:
         raise UpstreamFault("upstream.too_large", f"upstream SSE stream: {exc}") from None
-    except TimeoutError:  # before ClientError: aiohttp's read timeout is both
+    except TimeoutError:
         raise UpstreamFault("upstream.timeout", "upstream stream went idle too long") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamFault(
-            "upstream.reset", f"upstream stream broke: {type(exc).__name__}"
-        ) from None
+    except HttpError as exc:
+        raise _broken(exc, "upstream stream broke") from None
 
 
 def parse_upstream(data: bytes, limit: int) -> Message:
@@ -340,7 +342,7 @@ def parse_upstream(data: bytes, limit: int) -> Message:
 
 
 async def first_response(
-    resp: aiohttp.ClientResponse, request_id: Any, limit: int, deadline: float | None = None
+    resp: Response, request_id: Any, limit: int, deadline: float | None = None
 ) -> Message:
     """The JSON-RPC response to ``request_id`` from a JSON or SSE reply (others skipped)."""
     kind = media_type(resp)
