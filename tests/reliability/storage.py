@@ -25,7 +25,7 @@ from tests.sidecar.test_audit_storage import tmpfs
 EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
 EXT4_GOING_FLAGS_NOLOGFLUSH = 0x2
 
-__all__ = ["ext4_volume", "fill", "set_immutable", "shutdown", "tmpfs"]
+__all__ = ["ext4_volume", "fill", "frozen", "set_immutable", "shutdown", "tmpfs"]
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -67,6 +67,19 @@ def shutdown(mountpoint: Path) -> None:
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def frozen(mountpoint: Path) -> Iterator[None]:
+    """``fsfreeze``: the file system stops answering (every write, even of zero bytes, waits)
+    until the block ends — a volume that hangs rather than fails."""
+    done = _run("fsfreeze", "-f", str(mountpoint))
+    if done.returncode != 0:
+        pytest.skip(f"cannot freeze a file system here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        _run("fsfreeze", "-u", str(mountpoint))
 
 
 def set_immutable(path: Path, on: bool) -> None:

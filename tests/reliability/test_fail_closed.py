@@ -24,6 +24,7 @@ unique marker argument.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -224,6 +225,36 @@ def test_audit_storage_fails_while_running(
             gateway.stop()
             if fault == "immutable":
                 storage.set_immutable(setup.audit_log, False)
+
+
+def test_frozen_audit_storage_holds_calls_until_it_thaws(
+    tmp_path: Path, upstream: tuple[str, Any]
+) -> None:
+    """A volume that hangs instead of failing (fsfreeze): the next call is held before it is
+    forwarded (the zero-byte write check waits on the frozen file system), and so is the whole
+    event loop — /healthz stops answering, so the kubelet's probes take the pod out of
+    service. Once the volume thaws the held call goes out, is audited and answered."""
+    setup = setup_for(tmp_path, upstream)
+    url = upstream[0]
+    with storage.ext4_volume(setup.root / "audit") as mnt, GatewayProcess(setup) as gateway:
+        gateway.wait_ready()
+        assert "result" in call_tool(setup.url, "echo", {"text": "fc-frozen-before"})
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        with storage.frozen(mnt):
+            held = pool.submit(call_tool, setup.url, "echo", {"text": "fc-frozen-held"})
+            time.sleep(1.0)
+            assert not held.done()
+            assert get_json(f"{setup.base}/healthz", timeout=1.0) == (0, None)
+            assert forwarded(url, "fc-frozen-held") == []
+        reply = held.result(timeout=30)  # thawed at the end of the block
+        pool.shutdown()
+        assert "result" in reply, reply
+        assert get_json(f"{setup.base}/healthz")[0] == 200
+        assert [r["arguments"]["text"] for r in forwarded(url, "fc-frozen-held")] == [
+            "fc-frozen-held"
+        ]
+        audited = {e.get("arguments") for e in audit_records(setup.audit_log)}
+        assert json_digest({"text": "fc-frozen-held"}) in audited
 
 
 # -- while running: policy evaluation error -----------------------------------------------------
