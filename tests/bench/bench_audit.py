@@ -3,9 +3,11 @@
     python tests/bench/bench_audit.py [--appends 4096] [--dir DIR] [--json]
 
 Appends: N durable appends of a typical call entry from C concurrent tasks (C = 1, 8, 64),
-for ``fsync: every`` and ``fsync: batch`` (no extra delay), on the file system of ``--dir``
-(default: a temporary directory). Reports appends/s, append latency p50/p99 and entries per
-sync, next to the floor: raw ``write`` + ``fdatasync`` of one line on the same file system,
+for ``fsync: every`` and ``fsync: batch`` (no extra delay), each with the syncs on the writer
+thread and on the event loop (what the gateway does when every call in flight waits for the
+group), on the file system of ``--dir`` (default: a temporary directory). Reports appends/s,
+append latency p50/p99, the process's CPU per append and entries per sync, next to the floor:
+raw ``write`` + ``fdatasync`` of one line on the same file system,
 measured before and after (a shared disk's sync latency varies; compare within one run).
 Claims: build + sign + RFC 8785 encode for sessions of 10, 100 and 1000 entries, and the
 verifier's check of the same claim, median of repeated runs.
@@ -63,9 +65,11 @@ def entry(i: int) -> CallEntry:
 
 
 async def bench_appends(
-    directory: Path, fsync: str, concurrency: int, total: int
+    directory: Path, fsync: str, concurrency: int, total: int, where: str = "thread"
 ) -> dict[str, Any]:
     log = await AuditLog.open(directory, instance_id="bench", fsync=fsync)  # type: ignore[arg-type]
+    if where == "loop":
+        log.sync_here_when(lambda entries: True)
     latencies: list[float] = []
     per_task = total // concurrency
 
@@ -75,17 +79,19 @@ async def bench_appends(
             await log.append(entry(k * per_task + i))
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     syncs = log.syncs
     await log.close()
     latencies.sort()
     n = len(latencies)
     return {
         "fsync": fsync,
+        "where": where,
         "concurrency": concurrency,
         "appends": n,
+        "cpu_us": round(cpu / n * 1e6, 1),
         "appends_per_s": round(n / elapsed),
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[min(n - 1, n * 99 // 100)] * 1000, 3),
@@ -201,8 +207,11 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     appends = []
     for fsync in ("every", "batch"):
         for concurrency in (1, 8, 64):
-            directory = root / f"{fsync}-{concurrency}"
-            appends.append(await bench_appends(directory, fsync, concurrency, args.appends))
+            for where in ("thread", "loop"):
+                directory = root / f"{fsync}-{concurrency}-{where}"
+                appends.append(
+                    await bench_appends(directory, fsync, concurrency, args.appends, where)
+                )
     raw_after = bench_raw_sync(root / "raw", 500)
     claims = await bench_claims((10, 100, 1000), args.repeat)
     return {
