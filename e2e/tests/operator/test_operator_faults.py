@@ -54,6 +54,12 @@ def _can(cluster: K8sCluster, ns: str, verb: str, resource: str) -> bool:
     return res.stdout.strip() == "yes"
 
 
+def _custom_objects(cluster: K8sCluster) -> int:
+    """McpGateways and McpPolicyBundles in all namespaces."""
+    out = cluster.kubectl("get", "mcpgateways,mcppolicybundles", "-A", "-o", "json").stdout
+    return len(json.loads(out)["items"])
+
+
 def _nodes_ready(cluster: K8sCluster) -> bool:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     return bool(nodes) and all(
@@ -95,6 +101,7 @@ def test_api_server_down_and_back(
         await s.aclose()
         assert len(_claims_of(k8s_cluster, ns, pod)) == 5
         requests_before = running.metric("cmcp_operator_api_requests_total")
+        keys = _custom_objects(k8s_cluster)  # what the shared operator may retry during the outage
         control.stop_apiserver()
         try:
             # The API is down: five claims, a sidecar restart, five more claims.
@@ -123,6 +130,7 @@ def test_api_server_down_and_back(
         return {
             "sink_attempts": first.stats.failures + second.stats.failures,
             "operator_requests": attempts,
+            "operator_keys": keys,
             "published_after": time.monotonic() - back,
         }
 
@@ -131,7 +139,11 @@ def test_api_server_down_and_back(
     # Backoff, not a hot loop: 0.5 s doubling to 4 s (jitter 0.5-1.5x) allows about five
     # attempts per sidecar life in 7.5 s; a hot loop would make thousands.
     assert 2 <= numbers["sink_attempts"] <= 14, numbers
-    assert numbers["operator_requests"] < 150, numbers
+    # The operator retries each failing request 6 times (0.2 s doubling) and each failing key
+    # again after 0.5 s doubling: ≈ 15 requests per gateway or bundle in a 15 s outage (32–37
+    # when this test runs alone; ≈ 140 after the suite's earlier operator tests left ≈ 7
+    # gateways with the shared operator). A hot loop would make thousands.
+    assert numbers["operator_requests"] <= 25 * numbers["operator_keys"] + 20, numbers
     assert numbers["published_after"] < 15, numbers  # within one backoff step or so
     published = _claims_of(k8s_cluster, ns, pod)
     assert set(published) == set(names)  # none lost; names are unique, so none duplicated
