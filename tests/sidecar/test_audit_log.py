@@ -335,3 +335,14 @@ async def test_a_storage_failure_on_the_loop_fails_the_group_and_later_appends(
     with pytest.raises(AuditUnavailable):
         await log.append(call("s"))
     await log.close()
+
+
+async def test_the_loop_keeps_groups_within_batch_max_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = _SyncThreads(monkeypatch)
+    async with await AuditLog.open(tmp_path, instance_id="gw", batch_max_entries=4) as log:
+        log.sync_here_when(lambda entries: True)
+        done = await asyncio.gather(*(log.append(call("s")) for _ in range(10)))
+        assert [a.seq for a in done] == list(range(10))
+    assert len(syncs.names) == 3  # 4 + 4 + 2

@@ -279,9 +279,10 @@ class ChainWriter:
     # -- either -------------------------------------------------------------------------
 
     def _write(self, outcomes: list[Outcome]) -> None:
-        """One ``write`` and one ``fdatasync`` of the outcomes' lines (``every``: per entry)."""
-        groups = [outcomes] if self._max_entries > 1 else [[o] for o in outcomes]
-        for group in groups:
+        """One ``write`` and one ``fdatasync`` per group of at most ``max_entries`` lines
+        (``every``: per entry)."""
+        size = self._max_entries
+        for group in (outcomes[i : i + size] for i in range(0, len(outcomes), size)):
             view = memoryview(b"".join(o.line for o in group))
             while view:
                 view = view[os.write(self.fd, view) :]
