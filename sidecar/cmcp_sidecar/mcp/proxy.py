@@ -438,10 +438,12 @@ class Proxy:
             raise rpc_refusal(posted, 400, msg=msg)
         assert msg.method is not None and msg.id is not None
         try:
-            dup = mh.duplicated_routing_header(
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
+            raw = request.raw_headers
+            repeated = len({name.lower() for name, _ in raw}) != len(raw)  # the rare case
+            dup = repeated and mh.duplicated_routing_header(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in raw
             )
-            if dup is not None:
+            if dup:
                 raise ProtocolError(
                     HEADER_MISMATCH,
                     f"Header mismatch: {dup} appears more than once",
