@@ -7,7 +7,8 @@
 The same ``tools/call`` of ``echo`` (2026-07-28 stateless POST, JSON reply) goes
 
 * **direct** to the upstream (tests/bench/peers.py: a minimal aiohttp MCP server);
-* through the **bare hop** — a minimal aiohttp pass-through, the floor of any proxy;
+* through the **bare hop** — a minimal aiohttp pass-through, the floor of any proxy (also on
+  uvloop, and on uvloop with the gateway's own upstream client in place of aiohttp's);
 * through **our proxy with the pass-through seam** (no policy, audit, claims): its own share;
 * through **our gateway** started as ``cmcp start`` in dev mode, in each enforcement mode
   (enforcing, advisory, silent) and audit durability (``fsync: batch`` and ``every``), with
@@ -63,6 +64,7 @@ SPECS = (
 )
 MAIN = SPECS[0].name  # the configuration the targets are about
 UVLOOP_HOP = "bare hop, uvloop"
+OURS_HOP = "bare hop, uvloop, our upstream client"
 
 
 async def measure(
@@ -107,6 +109,18 @@ def peers(work: Path, specs: tuple[GatewaySpec, ...], with_seed: bool) -> Iterat
         started.append(start_role("hop", "--target", upstream.url, name="bare hop"))
         started.append(
             start_role("hop", "--target", upstream.url, "--loop", "uvloop", name=UVLOOP_HOP)
+        )
+        started.append(
+            start_role(
+                "hop",
+                "--target",
+                upstream.url,
+                "--loop",
+                "uvloop",
+                "--client",
+                "ours",
+                name=OURS_HOP,
+            )
         )
         started.append(
             start_role("passthrough", "--target", upstream.url, name="proxy, pass-through seam")

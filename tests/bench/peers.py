@@ -144,6 +144,34 @@ async def hop(port: int, target: str) -> None:
     await _serve(app, port)
 
 
+async def hop_ours(port: int, target: str) -> None:
+    """The bare hop with the gateway's own upstream client in place of aiohttp's (what that
+    client costs, next to aiohttp's, in the same run)."""
+    from cmcp_sidecar.mcp.http_client import HttpPool
+
+    pool = HttpPool(target)
+    skip = ("host", "content-length", "accept-encoding")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        up = await pool.send("POST", headers, await request.read(), 300)
+        try:
+            out = web.StreamResponse(
+                status=up.status, headers={"Content-Type": up.headers["Content-Type"]}
+            )
+            await out.prepare(request)
+            async for chunk in up.content.iter_any():
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        finally:
+            pool.release(up)
+
+    app = web.Application()
+    app.router.add_post("/mcp", handle)
+    await _serve(app, port)
+
+
 async def passthrough(port: int, target: str) -> None:
     from cmcp_sidecar.config import LoadedConfig, parse_config
     from cmcp_sidecar.gateway import Gateway
@@ -312,12 +340,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--target")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--client", choices=("aiohttp", "ours"), default="aiohttp")
     args = parser.parse_args()
     if args.role == "upstream":
         asyncio.run(upstream(args.port))
     elif args.role == "hop":
         run = asyncio.run if args.loop == "asyncio" else __import__("uvloop").run
-        run(hop(args.port, args.target))
+        run((hop if args.client == "aiohttp" else hop_ours)(args.port, args.target))
     else:
         from cmcp_sidecar import eventloop
 

@@ -291,10 +291,11 @@ def gateway_section(gw: dict[str, Any], img: Path) -> list[str]:
         f"{s['rounds']} interleaved rounds; one `tools/call` of `echo` (2026-07-28 stateless "
         "POST, JSON reply) against the same minimal aiohttp upstream. *Bare hop*: a minimal "
         "aiohttp pass-through on asyncio (the issue's floor; the uvloop row is the floor for the "
-        "loop `cmcp start` uses). *Pass-through seam*: our proxy without policy, audit or claims. "
-        "*Gateway*: `cmcp start` in dev mode with the demo bundle, the audit log on the disk under "
-        "test (durable before the reply), claims per session. CPU µs/call: the proxy process's "
-        "user + system time (all threads) per call.",
+        "loop `cmcp start` uses; *our upstream client*: the same hop with the gateway's HTTP "
+        "client in place of aiohttp's). *Pass-through seam*: our proxy without policy, audit or "
+        "claims. *Gateway*: `cmcp start` in dev mode with the demo bundle, the audit log on the "
+        "disk under test (durable before the reply), claims per session. CPU µs/call: the proxy "
+        "process's user + system time (all threads) per call.",
         "",
         _table(
             [
