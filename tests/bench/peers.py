@@ -122,6 +122,22 @@ async def _stream(request: web.Request, msg: dict[str, Any]) -> web.StreamRespon
     return out
 
 
+async def _relay_reply(request: web.Request, up: Any) -> web.StreamResponse:
+    """Stream an upstream reply (status, Content-Type, body chunks) back to the client."""
+    out = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
+    await out.prepare(request)
+    async for chunk in up.content.iter_any():
+        await out.write(chunk)
+    await out.write_eof()
+    return out
+
+
+def _hop_app(handle: Any) -> web.Application:
+    app = web.Application()
+    app.router.add_post("/mcp", handle)
+    return app
+
+
 async def hop(port: int, target: str) -> None:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=300))
 
@@ -130,18 +146,9 @@ async def hop(port: int, target: str) -> None:
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
         }
         async with session.post(target, data=await request.read(), headers=headers) as up:
-            out = web.StreamResponse(
-                status=up.status, headers={"Content-Type": up.headers["Content-Type"]}
-            )
-            await out.prepare(request)
-            async for chunk in up.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-            return out
+            return await _relay_reply(request, up)
 
-    app = web.Application()
-    app.router.add_post("/mcp", handle)
-    await _serve(app, port)
+    await _serve(_hop_app(handle), port)
 
 
 async def hop_ours(port: int, target: str) -> None:
@@ -156,20 +163,11 @@ async def hop_ours(port: int, target: str) -> None:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
         up = await pool.send("POST", headers, await request.read(), 300)
         try:
-            out = web.StreamResponse(
-                status=up.status, headers={"Content-Type": up.headers["Content-Type"]}
-            )
-            await out.prepare(request)
-            async for chunk in up.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-            return out
+            return await _relay_reply(request, up)
         finally:
             pool.release(up)
 
-    app = web.Application()
-    app.router.add_post("/mcp", handle)
-    await _serve(app, port)
+    await _serve(_hop_app(handle), port)
 
 
 async def passthrough(port: int, target: str) -> None:
