@@ -44,9 +44,8 @@ import aiohttp
 from cmcp_sidecar.audit.entries import json_digest
 from cmcp_verifier import audit
 from tests.mcp.peers import (
-    ACCEPT,
-    LEGACY,
     legacy_headers,
+    legacy_session,
     modern_headers,
     modern_request,
     sdk_server,
@@ -216,7 +215,7 @@ async def _worker(
     legacy = k % 2 == 1
     n = 0
     try:
-        sid = await _initialize(http, url) if legacy else None
+        sid = await legacy_session(http, url) if legacy else None
         while not stop.is_set():
             n += 1
             tool, arg, decision, _ = rng.choices(CALLS, weights=[c[3] for c in CALLS])[0]
@@ -241,27 +240,6 @@ def _answered(reply: dict[str, Any], decision: str) -> bool:
         return reply.get("error", {}).get("code") == -32010
     result = reply.get("result")
     return isinstance(result, dict) and not result.get("isError")
-
-
-async def _initialize(http: aiohttp.ClientSession, url: str) -> str:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": {},
-            "clientInfo": {"name": "kill-campaign", "version": "0"},
-        },
-    }
-    base = {"Content-Type": "application/json", "Accept": ACCEPT}
-    async with http.post(url, json=init, headers=base) as resp:
-        sid = resp.headers["Mcp-Session-Id"]
-        await resp.read()
-    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    async with http.post(url, json=note, headers=legacy_headers(sid)) as resp:
-        await resp.read()
-    return sid
 
 
 async def _post(

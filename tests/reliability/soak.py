@@ -34,10 +34,16 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.mcp.peers import legacy_headers, modern_headers, modern_request, sdk_server
+from tests.mcp.peers import (
+    legacy_headers,
+    legacy_session,
+    modern_headers,
+    modern_request,
+    sdk_server,
+)
 
 from .harness import GatewayProcess, audit_records, write_setup
-from .kill_gateway import _initialize, _post
+from .kill_gateway import _post
 
 GROWTH_LIMIT = 0.10
 CALLS = (
@@ -137,7 +143,7 @@ class Soak:
         async with aiohttp.ClientSession() as http:
             n = (k + 5) * 10_000_000
             while not self.stop.is_set():
-                sid = await _initialize(http, url)
+                sid = await legacy_session(http, url)
                 for _ in range(50):
                     if self.stop.is_set():
                         break
