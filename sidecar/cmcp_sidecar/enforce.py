@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -570,6 +570,14 @@ class Enforcement:
                     "upstream.uncanonical",
                 )
             )
+        if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
+            # Before the wait, so that an agent gone meanwhile cannot skip it; should the
+            # entry not become durable the reply is withheld, and the session is only the
+            # more restricted for it.
+            sid = admission.op.ctx.claim_session
+            self._sessions[sid] = self._sessions.get(sid, NO_SESSION_FACTS).after_result(
+                ticket.facts.labels
+            )
         try:
             await self._audit(
                 admission.op,
@@ -584,11 +592,6 @@ class Enforcement:
                 error=_error(
                     GATEWAY_NOT_READY, f"the audit log is unavailable: {exc.message}", exc.code
                 )
-            )
-        if admission.op.kind is OpKind.CALL_TOOL and ticket.facts.labels:
-            sid = admission.op.ctx.claim_session
-            self._sessions[sid] = self._sessions.get(sid, NO_SESSION_FACTS).after_result(
-                ticket.facts.labels
             )
         return reply
 
@@ -792,21 +795,30 @@ class Enforcement:
                 params=ticket.arguments,
                 **common,
             )
-        appended = await self._append(entry)
-        if ticket.shadow is not None and self.shadow is not None:
-            self.shadow.record(
-                op.ctx.claim_session,
-                op.name or op.method,
-                outcome_label(decision),
-                ticket.shadow,
-                appended.hash,
-            )
+        shadow, then = self.shadow, None
+        if ticket.shadow is not None and shadow is not None:
+            outcome = ticket.shadow
 
-    async def _append(self, entry: Any) -> Appended:
-        appended = await self.audit.append(entry)
+            def then(appended: Appended) -> None:
+                self._appended(appended)
+                shadow.record(
+                    op.ctx.claim_session,
+                    op.name or op.method,
+                    outcome_label(decision),
+                    outcome,
+                    appended.hash,
+                )
+
+        await self._append(entry, then)
+
+    async def _append(self, entry: Any, then: Callable[[Appended], None] | None = None) -> Appended:
+        """Append durably. ``then`` (by default: count the entry) runs once the entry is
+        durable, also when the caller was cancelled while waiting: no caller needs shielding."""
+        return await self.audit.append(entry, then=self._appended if then is None else then)
+
+    def _appended(self, appended: Appended) -> None:
         if self._gateway is not None:
             self._gateway.metrics.audit_entries.inc()
-        return appended
 
     def _log_decision(self, op: Operation, ticket: _Ticket) -> None:
         decision = ticket.decision

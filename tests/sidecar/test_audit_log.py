@@ -12,6 +12,7 @@ import pytest
 
 from cmcp_sidecar.audit import (
     LOG_FILE,
+    Appended,
     AuditCorrupt,
     AuditLog,
     AuditUnavailable,
@@ -238,6 +239,24 @@ async def test_cancelled_appender_does_not_disturb_the_chain(tmp_path: Path) -> 
         nxt = await log.append(call("s"))
     records = audit.read_log((tmp_path / LOG_FILE).read_bytes())
     assert audit.verify_chain(records).length == nxt.seq + 1
+
+
+async def test_then_follows_every_durable_entry_even_for_a_cancelled_appender(
+    tmp_path: Path,
+) -> None:
+    done: list[Appended] = []
+
+    def broken(appended: Appended) -> None:
+        raise RuntimeError("follow-up bug")
+
+    async with await AuditLog.open(tmp_path, instance_id="gw", batch_max_delay_ms=50) as log:
+        task = asyncio.create_task(log.append(call("s"), then=done.append))
+        await asyncio.sleep(0.01)  # queued, held by the batch delay
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        nxt = await log.append(call("s"), then=broken)  # its bug does not hold it up
+        assert done == [Appended(nxt.seq - 1, done[0].hash)]
 
 
 async def test_observers_see_durable_records_in_order_and_cannot_block_appends(

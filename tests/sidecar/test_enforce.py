@@ -7,6 +7,7 @@ tools labelled ``pii`` (the catalog labels ``lookup_customer``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -30,7 +31,15 @@ from cmcp_sidecar.server.app import Server
 from cmcp_verifier import audit as audit_format
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 from mcp import Client
-from tests.mcp.peers import REPO, modern_headers, modern_request, sdk_server, transport
+from tests.mcp.peers import (
+    REPO,
+    legacy_headers,
+    legacy_session,
+    modern_headers,
+    modern_request,
+    sdk_server,
+    transport,
+)
 
 BUNDLE = REPO / "policies" / "demo"
 
@@ -214,6 +223,49 @@ async def test_flow_rule_across_a_session(server_url: str, tmp_path: Path) -> No
         with pytest.raises(MCPError) as denied:
             await c.call_tool("send_email", {"to": "a@b.c", "body": "after"})
         assert denied.value.error.data["policies"] == ["no-mnpi-to-communication"]
+
+
+async def test_a_reply_the_agent_left_before_it_was_durable(
+    server_url: str, tmp_path: Path
+) -> None:
+    """The agent goes away while its reply waits for the audit sync (held back by the group
+    commit delay): the entry still becomes durable and is counted, and the session still
+    remembers the labels of that result (the flow rule denies the next send)."""
+    labels = {"lookup_customer": ["mnpi"], "send_email": ["communication"]}
+    held = {"path": "audit", "fsync": "batch", "batch_max_delay_ms": 400}
+    async with (
+        enforced(
+            server_url, tmp_path, bundle=REPO / "policies" / "mnpi-flow", labels=labels, audit=held
+        ) as (server, _),
+        aiohttp.ClientSession() as http,
+    ):
+        sid = await legacy_session(http, server.url)
+        lookup = {"name": "lookup_customer", "arguments": {"customer_id": "c-9"}}
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": lookup}
+        with pytest.raises(asyncio.TimeoutError):
+            async with http.post(
+                server.url,
+                json=call,
+                headers=legacy_headers(sid),
+                timeout=aiohttp.ClientTimeout(total=0.15),
+            ) as resp:
+                await resp.read()
+        for _ in range(100):
+            entries = [e for e in audit_entries(tmp_path) if e.get("tool") == "lookup_customer"]
+            if entries:
+                break
+            await asyncio.sleep(0.05)
+        assert len(entries) == 1 and entries[0]["forwarded"] is True
+        assert entries[0]["result"].startswith("sha256:")
+        email = {"name": "send_email", "arguments": {"to": "a@b.c", "body": "x"}}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": email}
+        async with http.post(server.url, json=call, headers=legacy_headers(sid)) as resp:
+            answer = await resp.json(content_type=None)
+        assert answer["error"]["data"]["policies"] == ["no-mnpi-to-communication"]
+        async with http.get(server.url.removesuffix("/mcp") + "/metrics") as resp:
+            counted = re.search(r"^cmcp_audit_entries_total (\S+)", await resp.text(), re.M)
+        calls = [e for e in audit_entries(tmp_path) if e["kind"] != "lifecycle"]  # start: before
+    assert counted is not None and float(counted[1]) == len(calls) == 3  # initialize, 2 calls
 
 
 async def test_rug_pull_hides_and_denies_the_changed_tool(tmp_path: Path) -> None:

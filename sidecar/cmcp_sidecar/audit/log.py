@@ -176,16 +176,25 @@ class AuditLog:
         """Call ``observer(record)`` for every entry made durable from now on."""
         self._observers.append(observer)
 
-    async def append(self, entry: AuditFields | Mapping[str, Any]) -> Appended:
+    async def append(
+        self,
+        entry: AuditFields | Mapping[str, Any],
+        *,
+        then: Callable[[Appended], None] | None = None,
+    ) -> Appended:
         """Append an entry; returns once it is durable. Raises :class:`AuditUnavailable`
         when storage failed, :class:`cmcp_verifier.errors.InputError` for an entry without a
-        canonical form, ``ValueError`` for an entry that breaks the format's rules."""
+        canonical form, ``ValueError`` for an entry that breaks the format's rules.
+
+        Once submitted the entry is written even if the caller is cancelled while it waits;
+        ``then(appended)`` runs when the entry is durable in either case (work that must
+        follow every durable entry, without the cost of shielding the caller)."""
         fields = dict(entry) if isinstance(entry, Mapping) else entry.fields()
         _check_fields(fields)
         if self._writer is None:
             raise AuditUnavailable("the audit log is not open", code="audit.closed")
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._writer.submit(Pending(fields, future))
+        self._writer.submit(Pending(fields, future, then))
         return await future
 
     async def export(self, session_id: str | None = None) -> AsyncIterator[bytes]:
@@ -249,8 +258,15 @@ class AuditLog:
                     logger.exception(
                         "audit observer %r failed on seq %d", observer, self.length - 1
                     )
+            appended = Appended(record.entry["seq"], record.hash)
+            then = outcome.pending.then
+            if then is not None:
+                try:
+                    then(appended)
+                except Exception:  # a bug there must not hold up this or other appends
+                    logger.exception("audit follow-up failed on seq %d", appended.seq)
             if not future.done():
-                future.set_result(Appended(record.entry["seq"], record.hash))
+                future.set_result(appended)
 
     def _on_space(self, error: AuditUnavailable | None) -> None:
         self.low_space = error

@@ -43,10 +43,12 @@ from .recovery import ChainState
 
 @dataclass(slots=True)
 class Pending:
-    """One entry waiting to be written, and the future its caller awaits."""
+    """One entry waiting to be written, the future its caller awaits, and what to run once
+    the entry is durable (``then``, run even when the caller stopped waiting)."""
 
     fields: dict[str, Any]
     future: asyncio.Future[Any]
+    then: Callable[[Any], None] | None = None
 
 
 @dataclass(slots=True)

@@ -78,8 +78,9 @@ class Hub:
     # -- the seam, with the guarantees the proxy needs --------------------------------
 
     async def complete(self, admission: Admission, reply: Reply) -> Reply:
-        """The seam's complete(); shielded so an agent disconnect cannot cut the audit short."""
-        return await asyncio.shield(self.interceptor.complete(admission, reply))
+        """The seam's complete(). Not shielded (a task per reply costs): the interceptor makes
+        what it began durable even when an agent disconnect cancels the caller."""
+        return await self.interceptor.complete(admission, reply)
 
     async def fault(self, admission: Admission, fault: Fault) -> None:
         self.metrics.upstream_errors.labels(admission.op.upstream, fault.code).inc()

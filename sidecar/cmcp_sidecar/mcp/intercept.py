@@ -10,7 +10,9 @@ For every operation the proxy calls the interceptor, in this order:
 2. :meth:`Interceptor.complete` with the final reply before it is written to the agent (or,
    for server→client requests, before the client's answer goes to the upstream). It may
    rewrite the reply (redaction) and must have finished everything that has to be durable
-   (the audit entry) when it returns. Notifications streamed before the reply pass through.
+   (the audit entry) when it returns. It is not shielded: cancelled while it waits (the agent
+   went away), it must still make durable what it began. Notifications streamed before the
+   reply pass through.
 3. :meth:`Interceptor.fault` when the upstream fails (unreachable, invalid, reset, too
    large, or the agent went away first) instead of replying; no reply reaches the agent
    after a fault except the gateway's own error.
