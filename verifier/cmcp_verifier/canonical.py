@@ -207,6 +207,12 @@ _encode_plain = json.JSONEncoder(
 _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
 
 
+def is_plain(value: Any) -> bool:
+    """True when ``value`` is "plain" (see above): its encoding by a standard JSON encoder
+    with sorted keys and no escaping beyond JSON's own is its RFC 8785 form."""
+    return _plain(value, 0)
+
+
 def _plain(value: Any, depth: int) -> bool:
     """True when the fast path's encoding of ``value`` is its RFC 8785 form (see above)."""
     kind = type(value)

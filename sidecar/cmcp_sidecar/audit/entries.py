@@ -20,8 +20,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.digests import sha256_digest
+
+from ..canonical import canonical_bytes
 
 Decision = Literal["allow", "deny", "redact", "error"]
 Mode = Literal["enforcing", "advisory", "silent"]

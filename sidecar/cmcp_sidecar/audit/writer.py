@@ -36,6 +36,7 @@ from typing import Any
 from cmcp_verifier import audit
 from cmcp_verifier.errors import CmcpError, InputError
 
+from ..canonical import canonical_bytes
 from . import space
 from .errors import AuditUnavailable, storage_error
 from .recovery import ChainState
@@ -196,7 +197,7 @@ class ChainWriter:
                 **pending.fields,
             }
             try:
-                line, digest = audit.encode_entry(entry)
+                line, digest = audit.encode_entry(entry, encode=canonical_bytes)
                 if len(line) > audit.MAX_LINE_BYTES:
                     raise InputError(
                         f"audit entry is larger than {audit.MAX_LINE_BYTES} bytes",
