@@ -67,8 +67,20 @@ def _claim(pod: dict[str, Any], digest: str, session: str, **kw: Any) -> bytes:
 
 
 def _setup(cluster: K8sCluster, ns: str) -> tuple[str, dict[str, Any]]:
+    """A served gateway, its injected pod, and the operator's claims RoleBinding in force (the
+    operator binds the pod's service account on its own schedule, after the pod may run)."""
     digest, _ = serve(cluster, ns, attestation={"allowSoftware": True})
-    return digest, injected_pod(cluster, ns)
+    pod = injected_pod(cluster, ns)
+    sa = f"system:serviceaccount:{ns}:default"
+    cluster.wait_for(
+        "the claims RoleBinding",
+        lambda: cluster.kubectl(
+            "auth", "can-i", "create", "configmaps", "-n", ns, "--as", sa, check=False
+        ).stdout.strip()
+        == "yes",
+        timeout=60,
+    )
+    return digest, pod
 
 
 def test_claims_published_verified_and_collected_with_the_pod(
