@@ -74,10 +74,12 @@ def _setup(cluster: K8sCluster, ns: str) -> tuple[str, dict[str, Any]]:
     sa = f"system:serviceaccount:{ns}:default"
     cluster.wait_for(
         "the claims RoleBinding",
-        lambda: cluster.kubectl(
-            "auth", "can-i", "create", "configmaps", "-n", ns, "--as", sa, check=False
-        ).stdout.strip()
-        == "yes",
+        lambda: (
+            cluster.kubectl(
+                "auth", "can-i", "create", "configmaps", "-n", ns, "--as", sa, check=False
+            ).stdout.strip()
+            == "yes"
+        ),
         timeout=60,
     )
     return digest, pod
