@@ -75,6 +75,11 @@ class Metrics:
         self.policy_reloads = Counter(
             "cmcp_policy_reloads", "policy bundle reloads by outcome", ("outcome",), registry=r
         )
+        self.loop_stalls = Counter(
+            "cmcp_event_loop_stalls",
+            "times the event loop was held past the stall threshold (cmcp_sidecar.stallwatch)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from cmcp_verifier.errors import CmcpError
 from .attest import select_provider
 from .config import LoadedConfig
 from .server.app import Server
+from .stallwatch import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ async def run(loaded: LoadedConfig) -> None:
 
 
 async def serve_until_stopped(server: Server) -> None:
-    """Run ``server`` until SIGTERM/SIGINT; SIGHUP re-reads upstream credentials."""
+    """Run ``server`` until SIGTERM/SIGINT; SIGHUP re-reads upstream credentials. A watchdog
+    thread names what holds the event loop should it stop turning (:mod:`.stallwatch`)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,10 +59,13 @@ async def serve_until_stopped(server: Server) -> None:
         "gateway listening",
         extra={"url": server.url, "event_loop": type(loop).__module__.split(".")[0]},
     )
+    watch = StallWatch(loop, on_stall=server.gateway.metrics.loop_stalls.inc)
+    watch.start()
     try:
         await stop.wait()
         log.info("shutting down")
     finally:
+        watch.stop()
         await server.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -277,3 +280,38 @@ async def test_header_injection_and_unreachable_origins_are_refused() -> None:
         await pool.send("POST", {}, b"{}", 5.0)
     assert "cannot connect" in str(refused.value) and not refused.value.tls
     await pool.close()
+
+
+async def test_an_idle_connection_the_upstream_closed_unseen_is_not_reused() -> None:
+    """The upstream closes a kept-alive connection (its keep-alive timeout) while the event
+    loop is held, so the loop has not seen the close when the next request picks the
+    connection from the pool: it must not be used (the request would die on it)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closing = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:  # a server of its own thread: it closes while the loop is held
+        for _ in range(2):
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            conn.recv(65536)
+            body = b'{"ok":true}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            if len(accepted) == 1:
+                closing.wait(10)
+                conn.close()  # the keep-alive timeout: FIN to an idle client connection
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    pool = HttpPool(f"http://127.0.0.1:{listener.getsockname()[1]}/mcp")
+    try:
+        assert await call(pool) == (200, b'{"ok":true}')
+        closing.set()
+        time.sleep(http_client.RECHECK_SECONDS + 0.2)  # the loop held past the close
+        assert await call(pool) == (200, b'{"ok":true}')
+        assert len(accepted) == 2  # a fresh connection for the second request
+    finally:
+        await pool.close()
+        listener.close()
+        for conn in accepted:
+            conn.close()

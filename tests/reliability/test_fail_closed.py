@@ -233,7 +233,8 @@ def test_frozen_audit_storage_holds_calls_until_it_thaws(
     """A volume that hangs instead of failing (fsfreeze): the next call is held before it is
     forwarded (the zero-byte write check waits on the frozen file system), and so is the whole
     event loop — /healthz stops answering, so the kubelet's probes take the pod out of
-    service. Once the volume thaws the held call goes out, is audited and answered."""
+    service; past the stall threshold (5 s) the watchdog logs where the loop is held and why.
+    Once the volume thaws the held call goes out, is audited and answered."""
     setup = setup_for(tmp_path, upstream)
     url = upstream[0]
     with storage.ext4_volume(setup.root / "audit") as mnt, GatewayProcess(setup) as gateway:
@@ -246,7 +247,11 @@ def test_frozen_audit_storage_holds_calls_until_it_thaws(
             assert not held.done()
             assert get_json(f"{setup.base}/healthz", timeout=1.0) == (0, None)
             assert forwarded(url, "fc-frozen-held") == []
+            stalled = wait_log(gateway, "loop_stalled", timeout=15)
         reply = held.result(timeout=30)  # thawed at the end of the block
+        assert stalled["where"].startswith("check_writable (cmcp_sidecar/audit/log.py:")
+        assert "audit volume does not answer" in stalled["hint"]
+        assert wait_log(gateway, "loop_recovered", timeout=5)["held_s"] >= 5
         pool.shutdown()
         assert "result" in reply, reply
         assert get_json(f"{setup.base}/healthz")[0] == 200
@@ -255,6 +260,18 @@ def test_frozen_audit_storage_holds_calls_until_it_thaws(
         ]
         audited = {e.get("arguments") for e in audit_records(setup.audit_log)}
         assert json_digest({"text": "fc-frozen-held"}) in audited
+        assert "cmcp_event_loop_stalls_total 1.0" in get_text(f"{setup.base}/metrics")
+
+
+def wait_log(gateway: GatewayProcess, event: str, timeout: float) -> dict[str, Any]:
+    """The gateway's first structured log line with ``event``, awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in gateway.log_lines() if line.get("event") == event]
+        if lines:
+            return lines[0]
+        assert time.monotonic() < deadline, f"no {event} in the gateway's log: {gateway.log_tail()}"
+        time.sleep(0.2)
 
 
 # -- while running: policy evaluation error -----------------------------------------------------

@@ -20,6 +20,7 @@ retried (a ``tools/call`` is not idempotent). Transport failures raise :class:`H
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 import zlib
@@ -33,6 +34,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 PAUSE_BYTES: Final = 256 * 1024  # buffered and unread: stop reading from the socket
 IDLE_SECONDS: Final = 15.0  # an idle pooled connection older than this is closed, not reused
+# An idle connection older than this is looked at before reuse: the upstream may have closed
+# it (keep-alive timeouts of 5 s are common) without the event loop having seen that yet.
+RECHECK_SECONDS: Final = 1.0
 _ACCEPT_ENCODING: Final = b"Accept-Encoding: gzip, deflate\r\n"
 
 
@@ -292,6 +296,16 @@ class _Connection(asyncio.Protocol):
         elif not self._complete:
             self.body._end(error)
 
+    def stirred(self) -> bool:
+        """True when the idle socket has something the loop has not read yet: the upstream's
+        close (or bytes nobody asked for). Either way the connection is not to be reused."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+        return bool(poller.poll(0))
+
     def reset(self) -> None:
         """Ready for the next request on the same connection."""
         self._parser = httptools.HttpResponseParser(self)
@@ -399,7 +413,8 @@ class HttpPool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if conn.closed or now - conn.idle_since > IDLE_SECONDS:
+            idle = now - conn.idle_since
+            if conn.closed or idle > IDLE_SECONDS or (idle > RECHECK_SECONDS and conn.stirred()):
                 conn.abort(HttpError("idle connection closed"))
                 continue
             conn.read_timeout = read_timeout
