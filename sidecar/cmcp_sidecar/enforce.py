@@ -176,7 +176,8 @@ class _Metrics(Collector):
             totals = self._e.shadow.totals()
             shadow = CounterMetricFamily(
                 "cmcp_shadow_evaluations",
-                "requests also decided by the candidate bundle, by agreement with the active one",
+                "decisions (requests, list items) the candidate bundle also took, by agreement "
+                "with the active one",
                 labels=["agreement"],
             )
             shadow.add_metric(["agree"], totals.evaluated - totals.disagreeing)
@@ -927,13 +928,16 @@ def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, An
 
 def _shadow(loaded: LoadedConfig, guard: CatalogGuard) -> ShadowEvaluator | None:
     """The candidate bundle evaluated in shadow (``shadow_bundle_path``), behind a guard of
-    its own catalog (``shadow_catalog_path``) or else the active ``guard``."""
+    its own catalog (``shadow_catalog_path``), else of the empty catalog
+    (``shadow_catalog_fallback: empty``), else the active ``guard``."""
     config = loaded.config
     if not config.shadow_bundle_path:
         return None
     bundle = load_bundle(loaded.path(config.shadow_bundle_path))
     if config.shadow_catalog_path:
         guard = CatalogGuard(load_catalog(loaded.path(config.shadow_catalog_path)))
+    elif config.shadow_catalog_fallback == "empty":
+        guard = CatalogGuard(empty_catalog())
     return ShadowEvaluator(bundle, guard)
 
 

@@ -284,3 +284,27 @@ def test_verifier_rejects_a_malformed_shadow_member() -> None:
     report = verify_claim(json.dumps(claim).encode(), ClaimPolicy(allow_software=True))
     assert not report.verified
     assert any("gateway.shadow" in c.detail for c in report.failures)
+
+
+async def test_candidate_without_a_catalog_promoted_by_the_operator(
+    server_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``shadow_catalog_fallback: empty`` (the operator's rendering of a candidate bundle
+    without a catalog): promoted, it would approve no tool, so every listed tool shows as
+    hidden by the catalog and a call as ``deny:catalog``; the agent still sees the active
+    catalog's tools."""
+    config = {"shadow_bundle_path": str(BUNDLE), "shadow_catalog_fallback": "empty"}
+    async with enforced(server_url, tmp_path, **config) as (server, enf):
+        async with Client(transport(server.url), mode="2026-07-28") as c:
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert (await c.call_tool("echo", {"text": "hi"})).content[0].text == "hi"  # type: ignore[union-attr]
+        [sid] = enf.issuer.open_sessions()
+        claim = await enf.claim(sid)
+    assert claim is not None and {"echo", "add", "lookup_customer"} <= tools
+    shadow = claim["gateway"]["shadow"]
+    rows = {(d["tool"], d["active"], d["candidate"]) for d in shadow["disagreements"]}
+    assert rows == {(f"tools/list:{t}", "visible", "hidden:catalog") for t in tools} | {
+        ("echo", "allow", "deny:catalog")
+    }
+    assert shadow["evaluated"] == shadow["disagreeing"] == len(tools) + 1
