@@ -634,7 +634,7 @@ class Enforcement:
         upstream: str,
         kind: OpKind,
         items: list[dict[str, Any]],
-        admission: Admission | None = None,
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         kept = items
         if kind is OpKind.LIST_TOOLS:
@@ -686,7 +686,7 @@ class Enforcement:
         kind: OpKind,
         action: tuple[str, str],
         items: list[dict[str, Any]],
-        admission: Admission | None,
+        admission: Admission,
     ) -> None:
         """Compare what the page would show when enforced under each bundle (whatever the
         mode); the differing items go to the list operation's audit entry (``_audit``)."""
@@ -720,12 +720,9 @@ class Enforcement:
                 )
             )
         differing = shadow.compare_list(ctx.claim_session, rows)
-        ticket = admission.state if admission is not None else None
-        if isinstance(ticket, _Ticket):
+        if differing:
+            ticket: _Ticket = admission.state
             ticket.shadow_list = (ticket.shadow_list or []) + differing
-        else:  # no list operation to refer to: counted without an audit reference
-            for row in differing:
-                shadow.record(ctx.claim_session, *row, None)
 
     async def upstream_changed(self, upstream: str, method: str) -> None:
         if method == "notifications/tools/list_changed":

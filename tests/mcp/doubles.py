@@ -78,7 +78,7 @@ class Recorder(PassThrough):
         upstream: str,
         kind: OpKind,
         items: list[dict[str, Any]],
-        admission: Admission | None = None,
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         if kind is OpKind.LIST_TOOLS and self.hide_tools:
             return [t for t in items if t.get("name") not in self.hide_tools]

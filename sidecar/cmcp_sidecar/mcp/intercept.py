@@ -185,14 +185,14 @@ class Interceptor(Protocol):
         upstream: str,
         kind: OpKind,
         items: list[dict[str, Any]],
-        admission: Admission | None = None,
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         """The items of one list page (upstream names) the agent may see.
 
         ``kind`` is LIST_TOOLS, LIST_PROMPTS, LIST_RESOURCES or LIST_RESOURCE_TEMPLATES;
         return ``items`` itself when nothing is withheld (the page then passes unchanged).
-        ``admission`` is the list operation's own (the proxy passes it: :meth:`complete`
-        follows with it once the page is shaped).
+        ``admission`` is the list operation's own: :meth:`complete` follows with it once
+        the page is shaped.
         """
         ...
 
@@ -227,7 +227,7 @@ class PassThrough:
         upstream: str,
         kind: OpKind,
         items: list[dict[str, Any]],
-        admission: Admission | None = None,
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         return items
 

@@ -2,15 +2,16 @@
 
 The gateway decides with its active bundle as always; the candidate's decision for the same
 :class:`PolicyRequest` is only compared with it. A ``tools/call`` first passes the
-candidate's catalog guard — its own catalog when it carries one, else the active one — as it
-would once promoted: a tool that catalog does not approve is refused (``deny:catalog``),
-otherwise Cedar decides with that catalog's facts about the tool. Every item of a reviewed
-list page is compared the same way, by :func:`visibility` (what the page would show when
-enforced) under each bundle, keyed ``<method>:<item>`` (e.g. ``tools/list:search``). Per
-claim session the tally counts the decisions compared (requests and list items) and, per
-(tool or list item, active outcome, candidate outcome), the disagreements with a sample of
-the audit entries (their hashes) they concern — what a claim reports in ``gateway.shadow``
-so that a promotion is decided on evidence (docs/gitops.md).
+candidate's catalog guard — its own catalog when it carries one, else the active one or none
+(``shadow_catalog_fallback``) — as it would once promoted: a tool that catalog does not
+approve is refused (``deny:catalog``), otherwise Cedar decides with that catalog's facts
+about the tool. Every item of a reviewed list page is compared the same way, by
+:func:`visibility` (what the page would show when enforced) under each bundle, keyed
+``<method>:<item>`` (e.g. ``tools/list:search``). Per claim session the tally counts the
+decisions compared (requests and list items) and, per (tool or list item, active outcome,
+candidate outcome), the disagreements with a sample of the audit entries (their hashes)
+they concern — what a claim reports in ``gateway.shadow`` so that a promotion is decided on
+evidence (docs/gitops.md).
 """
 
 from __future__ import annotations
@@ -151,16 +152,15 @@ class ShadowEvaluator:
             self._disagreeing += len(differing)
         return differing
 
-    def record(self, session: str, tool: str, active: str, candidate: str, ref: str | None) -> None:
-        """A disagreement's audit reference (the entry hash), once the entry is written
-        (None: counted without one)."""
+    def record(self, session: str, tool: str, active: str, candidate: str, ref: str) -> None:
+        """A disagreement's audit reference (the entry hash), once the entry is written."""
         with self._lock:
             tally = self._tally(session)
             key = (tool, active, candidate)
             if key not in tally.keys and len(tally.keys) >= MAX_KEYS:
                 return
             count, refs = tally.keys.get(key, (0, []))
-            if ref is not None and len(refs) < SAMPLE_REFS:
+            if len(refs) < SAMPLE_REFS:
                 refs.append(ref)
             tally.keys[key] = (count + 1, refs)
 
