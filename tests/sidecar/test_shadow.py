@@ -61,6 +61,15 @@ def list_entries(exported: bytes, method: str) -> dict[str, dict[str, object]]:
     }
 
 
+async def metrics_text(url: str) -> str:
+    """The gateway's /metrics page (``url``: its /mcp endpoint)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url.removesuffix("/mcp") + "/metrics") as resp,
+    ):
+        return await resp.text()
+
+
 async def active_view(url: str, tmp_path: Path, **config: Any) -> dict[str, set[str]]:
     """What the agent is shown (tools, prompts, resources) by a gateway with ``config``."""
     tmp_path.mkdir()
@@ -88,11 +97,7 @@ async def test_candidate_is_evaluated_never_enforced(server_url: str, tmp_path: 
         sid = next(iter(enf.issuer._closed_ids))
         claim = await enf.claim(sid)
         exported = await enf.audit_export(sid)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(server.url.removesuffix("/mcp") + "/metrics") as resp,
-        ):
-            metrics = await resp.text()
+        metrics = await metrics_text(server.url)
     assert claim is not None
     gw = claim["gateway"]
     assert gw["bundle"] == {"hash": read_bundle_dir(BUNDLE).hash, "candidate_hash": cand_hash}
@@ -233,11 +238,7 @@ async def test_candidate_policy_hiding_list_items(server_url: str, tmp_path: Pat
         sid = next(iter(enf.issuer._closed_ids))
         claim = await enf.claim(sid)
         exported = await enf.audit_export(sid)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(server.url.removesuffix("/mcp") + "/metrics") as resp,
-        ):
-            metrics = await resp.text()
+        metrics = await metrics_text(server.url)
     assert seen == alone
     assert {"echo"} <= seen["tools"] and "greet" in seen["prompts"]
     assert "res://greeting" in seen["resources"]
