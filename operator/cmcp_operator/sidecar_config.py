@@ -71,6 +71,8 @@ def render_config(
         shadow["shadow_bundle_path"] = api.CANDIDATE_DIR
         if candidate_has_catalog:
             shadow["shadow_catalog_path"] = f"{api.CANDIDATE_DIR}/{api.CATALOG_FILE}"
+        else:  # promoted, it would bring no catalog: nothing approved (catalog_path null)
+            shadow["shadow_catalog_fallback"] = "empty"
     return {
         **shadow,
         "attestation": attestation,

@@ -107,7 +107,7 @@ def build(
     conds = _conditions(state, selected, injected, refused, conflicts, verdicts, unattributed)
     if shadow is not None:
         counts = (
-            f"; {shadow['evaluated']} requests compared in verified claims,"
+            f"; {shadow['evaluated']} decisions compared in verified claims,"
             f" {shadow['disagreeing']} decided differently"
         )
         conds = [

@@ -252,9 +252,13 @@ class GatewayConfig(_Model):
     # A candidate bundle evaluated in shadow next to the active one: never enforced; where
     # it would decide differently is counted in claims (gateway.shadow) and metrics.
     shadow_bundle_path: str | None = None
-    # The candidate's own catalog (tools/call is checked against it in shadow, as it would
-    # be once promoted); null: the candidate is checked against catalog_path.
+    # The candidate's own catalog (tools/call and list pages are checked against it in
+    # shadow, as they would be once promoted); null: see shadow_catalog_fallback.
     shadow_catalog_path: str | None = None
+    # What a candidate without shadow_catalog_path is checked against: "active" (catalog_path:
+    # promoting swaps only the bundle) or "empty" (no tool approved: an McpGateway's promotion
+    # brings the bundle's own catalog, and a bundle without one approves none).
+    shadow_catalog_fallback: Literal["active", "empty"] = "active"
     listen_addr: str = "127.0.0.1:8443"
     max_request_size_bytes: PositiveInt = 8 * 1024 * 1024
     max_response_size_bytes: PositiveInt = 2 * 1024 * 1024

@@ -79,7 +79,13 @@ from .policy.modes import Mode, apply_mode
 from .policy.redact import redact_arguments, redact_result
 from .policy.request import NO_SESSION_FACTS, NO_TOOL_FACTS, GatewayFacts, PolicyRequest, ToolFacts
 from .policy.session_facts import SessionFacts
-from .policy.shadow import CATALOG_DENY, ShadowEvaluator, outcome_label
+from .policy.shadow import (
+    CATALOG_DENY,
+    ShadowEvaluator,
+    list_key,
+    outcome_label,
+    visibility,
+)
 
 log = logging.getLogger("cmcp.enforce")
 decisions_log = logging.getLogger("cmcp.decision")
@@ -96,6 +102,11 @@ _LIST_ACTIONS = {
     OpKind.LIST_TOOLS: ("list_tools", "Tool"),
     OpKind.LIST_PROMPTS: ("list_prompts", "Prompt"),
     OpKind.LIST_RESOURCES: ("list_resources", "Resource"),
+}
+_LIST_METHODS = {
+    OpKind.LIST_TOOLS: "tools/list",
+    OpKind.LIST_PROMPTS: "prompts/list",
+    OpKind.LIST_RESOURCES: "resources/list",
 }
 _ENTRY_KINDS: dict[OpKind, EntryKind] = {
     OpKind.READ_RESOURCE: "resource",
@@ -119,6 +130,8 @@ class _Ticket:
     arguments: str | None  # digest of the arguments (or params) as received
     facts: ToolFacts
     shadow: str | None = None  # the candidate bundle's outcome, when it differs
+    # List items the candidate would show differently: (key, active, candidate).
+    shadow_list: list[tuple[str, str, str]] | None = None
 
 
 class _Metrics(Collector):
@@ -163,7 +176,8 @@ class _Metrics(Collector):
             totals = self._e.shadow.totals()
             shadow = CounterMetricFamily(
                 "cmcp_shadow_evaluations",
-                "requests also decided by the candidate bundle, by agreement with the active one",
+                "decisions (requests, list items) the candidate bundle also took, by agreement "
+                "with the active one",
                 labels=["agreement"],
             )
             shadow.add_metric(["agree"], totals.evaluated - totals.disagreeing)
@@ -615,7 +629,12 @@ class Enforcement:
             )
 
     async def review_list(
-        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        items: list[dict[str, Any]],
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         kept = items
         if kind is OpKind.LIST_TOOLS:
@@ -630,6 +649,8 @@ class Enforcement:
         action = _LIST_ACTIONS.get(kind)
         if action is None:
             return items if len(kept) == len(items) else kept
+        if self.shadow is not None:
+            self._shadow_list(ctx, upstream, kind, action, items, admission)
         visible = self.gateway().router.visible
         up = self.gateway().router.by_name[upstream]
         out = []
@@ -657,6 +678,51 @@ class Enforcement:
             if apply_mode(decision, self.mode).forward:
                 out.append(item)
         return items if len(out) == len(items) else out
+
+    def _shadow_list(
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        action: tuple[str, str],
+        items: list[dict[str, Any]],
+        admission: Admission,
+    ) -> None:
+        """Compare what the page would show when enforced under each bundle (whatever the
+        mode); the differing items go to the list operation's audit entry (``_audit``)."""
+        shadow = self.shadow
+        assert shadow is not None
+        router = self.gateway().router
+        up, method = router.by_name[upstream], _LIST_METHODS[kind]
+        key = "uri" if kind is OpKind.LIST_RESOURCES else "name"
+        session = self._sessions.get(ctx.claim_session, NO_SESSION_FACTS)
+        rows = []
+        for item in items:
+            name = item.get(key)
+            if not isinstance(name, str):
+                continue
+            resource_id = name if kind is OpKind.LIST_RESOURCES else router.visible(up, name)
+            request = PolicyRequest(
+                principal=ctx.principal,
+                action=action[0],
+                resource_type=action[1],
+                resource_id=resource_id,
+                server=upstream,
+                session=session,
+                gateway=self.gateway_facts,
+            )
+            tool = (upstream, name) if kind is OpKind.LIST_TOOLS else None
+            rows.append(
+                (
+                    list_key(method, resource_id),
+                    visibility(self.engine, self.guard, request, tool),
+                    visibility(shadow.engine, shadow.guard, request, tool),
+                )
+            )
+        differing = shadow.compare_list(ctx.claim_session, rows)
+        if differing:
+            ticket: _Ticket = admission.state
+            ticket.shadow_list = (ticket.shadow_list or []) + differing
 
     async def upstream_changed(self, upstream: str, method: str) -> None:
         if method == "notifications/tools/list_changed":
@@ -796,18 +862,15 @@ class Enforcement:
                 **common,
             )
         shadow, then = self.shadow, None
-        if ticket.shadow is not None and shadow is not None:
-            outcome = ticket.shadow
+        if shadow is not None and (ticket.shadow is not None or ticket.shadow_list):
+            rows = list(ticket.shadow_list or ())
+            if ticket.shadow is not None:
+                rows.append((op.name or op.method, outcome_label(decision), ticket.shadow))
 
             def then(appended: Appended) -> None:
                 self._appended(appended)
-                shadow.record(
-                    op.ctx.claim_session,
-                    op.name or op.method,
-                    outcome_label(decision),
-                    outcome,
-                    appended.hash,
-                )
+                for row in rows:
+                    shadow.record(op.ctx.claim_session, *row, appended.hash)
 
         await self._append(entry, then)
 
@@ -862,13 +925,16 @@ def _error(code: int, message: str, cmcp_code: str, **data: Any) -> dict[str, An
 
 def _shadow(loaded: LoadedConfig, guard: CatalogGuard) -> ShadowEvaluator | None:
     """The candidate bundle evaluated in shadow (``shadow_bundle_path``), behind a guard of
-    its own catalog (``shadow_catalog_path``) or else the active ``guard``."""
+    its own catalog (``shadow_catalog_path``), else of the empty catalog
+    (``shadow_catalog_fallback: empty``), else the active ``guard``."""
     config = loaded.config
     if not config.shadow_bundle_path:
         return None
     bundle = load_bundle(loaded.path(config.shadow_bundle_path))
     if config.shadow_catalog_path:
         guard = CatalogGuard(load_catalog(loaded.path(config.shadow_catalog_path)))
+    elif config.shadow_catalog_fallback == "empty":
+        guard = CatalogGuard(empty_catalog())
     return ShadowEvaluator(bundle, guard)
 
 

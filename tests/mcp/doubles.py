@@ -73,7 +73,12 @@ class Recorder(PassThrough):
         self.faults.append((admission.op, fault))
 
     async def review_list(
-        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        items: list[dict[str, Any]],
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         if kind is OpKind.LIST_TOOLS and self.hide_tools:
             return [t for t in items if t.get("name") not in self.hide_tools]

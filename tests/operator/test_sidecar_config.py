@@ -56,13 +56,15 @@ def test_candidate_bundle_is_shadowed(tmp_path: Path) -> None:
     path.write_text(config_text(render_config(spec, has_catalog=False, has_candidate=True)))
     shadowed = load_config(path).config
     assert shadowed.shadow_bundle_path == api.CANDIDATE_DIR
-    assert shadowed.shadow_catalog_path is None  # no catalog of its own: the active one
+    assert shadowed.shadow_catalog_path is None  # no catalog of its own: none once promoted
+    assert shadowed.shadow_catalog_fallback == "empty"
     assert _load(tmp_path, spec).shadow_bundle_path is None
     rendered = render_config(spec, has_catalog=True, has_candidate=True, candidate_has_catalog=True)
     path.write_text(config_text(rendered))
     own = load_config(path).config
     assert own.shadow_catalog_path == f"{api.CANDIDATE_DIR}/{api.CATALOG_FILE}"
     assert own.catalog_path == f"{api.BUNDLE_DIR}/{api.CATALOG_FILE}"
+    assert "shadow_catalog_fallback" not in rendered
 
 
 def test_everything(tmp_path: Path) -> None:

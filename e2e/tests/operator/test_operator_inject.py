@@ -452,7 +452,7 @@ def test_candidate_bundle_evaluated_in_shadow(
         ],
     }
     obj = wait_condition(k8s_cluster, "mcpgw", "gw", ns, "CandidateBundle", "True")
-    assert "5 requests compared" in condition(obj, "CandidateBundle")["message"]
+    assert "5 decisions compared" in condition(obj, "CandidateBundle")["message"]
     out = kubectl_cmcp(k8s_cluster, "status", "-n", ns).stdout
     table = out.split("Shadow evaluation (candidate bundle would decide differently):\n")[1]
     assert table.splitlines()[1].split()[:5] == ["gw", "echo", "allow", "deny:catalog", "2"]

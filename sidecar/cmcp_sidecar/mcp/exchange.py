@@ -94,7 +94,7 @@ async def finish(
     """
     result = raw.get("result")
     if pending.shape is not None and isinstance(result, dict):
-        shaped = await pending.shape(result)
+        shaped = await pending.shape(result, pending.admission)
         incoming, unchanged = Reply(result=shaped), shaped is result
     else:
         incoming, unchanged = Reply.of(raw), True

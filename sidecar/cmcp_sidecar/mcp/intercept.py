@@ -180,12 +180,19 @@ class Interceptor(Protocol):
         ...
 
     async def review_list(
-        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        items: list[dict[str, Any]],
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         """The items of one list page (upstream names) the agent may see.
 
         ``kind`` is LIST_TOOLS, LIST_PROMPTS, LIST_RESOURCES or LIST_RESOURCE_TEMPLATES;
         return ``items`` itself when nothing is withheld (the page then passes unchanged).
+        ``admission`` is the list operation's own: :meth:`complete` follows with it once
+        the page is shaped.
         """
         ...
 
@@ -215,7 +222,12 @@ class PassThrough:
         return None
 
     async def review_list(
-        self, ctx: CallContext, upstream: str, kind: OpKind, items: list[dict[str, Any]]
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        items: list[dict[str, Any]],
+        admission: Admission,
     ) -> list[dict[str, Any]]:
         return items
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from . import tokens
 from .exchange import SSE_HEADERS, collect, fail, json_response, send, upstream_headers
 from .hub import Call, Hub
-from .intercept import Admission, CallContext, Fault, Operation, OpKind, Reply
+from .intercept import Admission, Fault, Operation, OpKind, Reply
 from .jsonrpc import INVALID_PARAMS, RequestId, dumps, error_message
 from .routing import Kind
 from .sessions import PendingCall, Session
@@ -305,8 +305,8 @@ async def list_page(hub: Hub, call: Call, msg: Any, kind: OpKind, key: str) -> w
         params["cursor"] = up_cursor
     first, many = up_cursor is None, len(ups) > 1
 
-    async def shape(result: dict[str, Any]) -> dict[str, Any]:
-        shaped = await _shape_page(hub, call.ctx, up, kind, key, result, first)
+    async def shape(result: dict[str, Any], admission: Admission) -> dict[str, Any]:
+        shaped = await _shape_page(hub, admission, up, kind, key, result, first)
         return _chain_cursor(shaped, index, len(ups)) if many else shaped
 
     return await send(hub, call, msg, up, kind, params, shape=shape)
@@ -327,14 +327,15 @@ def _chain_cursor(result: dict[str, Any], index: int, count: int) -> dict[str, A
 
 async def _shape_page(
     hub: Hub,
-    ctx: CallContext,
+    admission: Admission,
     up: Upstream,
     kind: OpKind,
     key: str,
     result: dict[str, Any],
     first: bool,
 ) -> dict[str, Any]:
-    """Filter and rename one page of an upstream's list; learn what it offers."""
+    """Filter and rename one page of an upstream's list (``admission``: of the list
+    operation); learn what it offers."""
     items = result.get(key)
     if not isinstance(items, list):
         raise UpstreamFault("upstream.invalid", f"upstream {up.name} sent a list without {key!r}")
@@ -353,7 +354,7 @@ async def _shape_page(
     elif kind is OpKind.LIST_RESOURCE_TEMPLATES:
         templates = (t["uriTemplate"] for t in items if isinstance(t.get("uriTemplate"), str))
         router.learn_resources(up, (), templates)
-    items = await hub.interceptor.review_list(ctx, up.name, kind, items)
+    items = await hub.interceptor.review_list(admission.op.ctx, up.name, kind, items, admission)
     if kind in (OpKind.LIST_TOOLS, OpKind.LIST_PROMPTS):
         items = _visible(hub, up, Kind.TOOL if kind is OpKind.LIST_TOOLS else Kind.PROMPT, items)
     return result if items is original else {**result, key: items}

@@ -26,7 +26,8 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 OnEnd = Callable[[SessionEnd], Coroutine[Any, Any, None]]
-Shape = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# Rewrites a list result (filter, rename) of the admitted list operation before completion.
+Shape = Callable[[dict[str, Any], Admission], Awaitable[dict[str, Any]]]
 
 
 @dataclass(slots=True)

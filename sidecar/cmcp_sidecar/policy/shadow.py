@@ -2,12 +2,16 @@
 
 The gateway decides with its active bundle as always; the candidate's decision for the same
 :class:`PolicyRequest` is only compared with it. A ``tools/call`` first passes the
-candidate's catalog guard — its own catalog when it carries one, else the active one — as it
-would once promoted: a tool that catalog does not approve is refused (``deny:catalog``),
-otherwise Cedar decides with that catalog's facts about the tool. Per claim session the tally
-counts the requests compared and, per (tool, active outcome, candidate outcome), the
-disagreements with a sample of the audit entries (their hashes) they concern — what a claim
-reports in ``gateway.shadow`` so that a promotion is decided on evidence (docs/gitops.md).
+candidate's catalog guard — its own catalog when it carries one, else the active one or none
+(``shadow_catalog_fallback``) — as it would once promoted: a tool that catalog does not
+approve is refused (``deny:catalog``), otherwise Cedar decides with that catalog's facts
+about the tool. Every item of a reviewed list page is compared the same way, by
+:func:`visibility` (what the page would show when enforced) under each bundle, keyed
+``<method>:<item>`` (e.g. ``tools/list:search``). Per claim session the tally counts the
+decisions compared (requests and list items) and, per (tool or list item, active outcome,
+candidate outcome), the disagreements with a sample of the audit entries (their hashes)
+they concern — what a claim reports in ``gateway.shadow`` so that a promotion is decided on
+evidence (docs/gitops.md).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from .request import PolicyRequest
 
 #: The reason of the gateway's own deny of a tool its catalog guard does not approve.
 CATALOG_DENY = "catalog"
+#: A list item's outcomes: shown, withheld by a ``list_*`` policy, withheld by the catalog.
+VISIBLE = "visible"
+HIDDEN = "hidden"
+HIDDEN_CATALOG = f"{HIDDEN}:{CATALOG_DENY}"
+#: Longest key of a list item's disagreement (the operator's status bound).
+MAX_LIST_KEY = 256
 
 #: Audit references kept per (tool, active, candidate) and session.
 SAMPLE_REFS = 5
@@ -55,6 +65,28 @@ def outcome_label(decision: Decision) -> str:
     if decision.reason == CATALOG_DENY:
         return f"{decision.outcome}:{CATALOG_DENY}"
     return decision.outcome
+
+
+def visibility(
+    engine: PolicyEngine,
+    guard: CatalogGuard,
+    request: PolicyRequest,
+    tool: tuple[str, str] | None = None,
+) -> str:
+    """How one list item would show once enforced: ``hidden:catalog`` when ``tool`` (its
+    upstream and own name; tools only) is not approved by ``guard``, else ``hidden`` when
+    the ``list_*`` decision denies it, else ``visible`` — as ``review_list`` filters."""
+    if tool is not None:
+        facts = guard.facts(*tool)
+        if facts is None:
+            return HIDDEN_CATALOG
+        request = replace(request, tool=facts)
+    return HIDDEN if engine.decide(request).outcome == "deny" else VISIBLE
+
+
+def list_key(method: str, item: str) -> str:
+    """A list item's disagreement key: ``<method>:<item>`` (never a tool name alone)."""
+    return f"{method}:{item}"[:MAX_LIST_KEY]
 
 
 class ShadowEvaluator:
@@ -105,6 +137,20 @@ class ShadowEvaluator:
                 tally.disagreeing += 1
                 self._disagreeing += 1
         return outcome_label(candidate) if differs else None
+
+    def compare_list(
+        self, session: str, items: list[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """A list page's items as ``(key, active, candidate)`` visibilities; those that
+        differ (``hidden`` and ``hidden:catalog`` agree), counted like requests."""
+        differing = [i for i in items if (i[1] == VISIBLE) != (i[2] == VISIBLE)]
+        with self._lock:
+            tally = self._tally(session)
+            tally.evaluated += len(items)
+            tally.disagreeing += len(differing)
+            self._evaluated += len(items)
+            self._disagreeing += len(differing)
+        return differing
 
     def record(self, session: str, tool: str, active: str, candidate: str, ref: str) -> None:
         """A disagreement's audit reference (the entry hash), once the entry is written."""
