@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -276,14 +277,18 @@ async def test_observers_see_durable_records_in_order_and_cannot_block_appends(
 
 
 class _SyncThreads:
-    """Which threads ran ``fdatasync`` on the log (instrumentation around the real call)."""
+    """Which threads ran ``fdatasync`` on the log (instrumentation around the real call;
+    ``delay_s`` stands for a slow disk, which tmpfs cannot produce)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.names: list[str] = []
+        self.delay_s = 0.0
         real = os.fdatasync
 
         def recorded(fd: int) -> None:
             self.names.append(threading.current_thread().name)
+            if self.delay_s:
+                time.sleep(self.delay_s)
             real(fd)
 
         monkeypatch.setattr(writer_module.os, "fdatasync", recorded)
@@ -323,6 +328,29 @@ async def test_a_busy_loop_leaves_syncing_to_the_writer_thread(
         together = await asyncio.gather(*(log.append(call("s")) for _ in range(5)))
         assert alone.seq == 0 and [a.seq for a in together] == [1, 2, 3, 4, 5]
     assert syncs.names == ["cmcp-audit-writer", threading.current_thread().name]
+
+
+async def test_storage_that_syncs_fast_is_synced_on_the_loop_even_when_others_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no tmpfs at /dev/shm")
+    monkeypatch.setattr(writer_module, "PROBE_EVERY", 4)
+    syncs = _SyncThreads(monkeypatch)
+    loop, thread = threading.current_thread().name, "cmcp-audit-writer"
+    with tempfile.TemporaryDirectory(dir=shm) as directory:
+        async with await AuditLog.open(Path(directory), instance_id="gw") as log:
+            log.sync_here_when(lambda entries: False)  # always others in flight
+            for _ in range(8):
+                await log.append(call("s"))
+            # Four groups on the thread, then one timed on the loop: tmpfs is fast.
+            assert syncs.names == [thread] * 4 + [loop] * 4
+            syncs.delay_s = 0.001  # the storage slows down: back to the thread
+            for _ in range(8):
+                await log.append(call("s"))
+            assert syncs.names[8:] == [loop] + [thread] * 4 + [loop] + [thread] * 2
+            assert log.syncs_by_place() == {"loop": 6, "thread": 10}
 
 
 async def test_a_broken_idle_hint_falls_back_to_the_thread(
