@@ -327,13 +327,20 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count (at least 1)")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=3000, help="calls per path and concurrency")
+    parser.add_argument("--calls", type=_count, default=3000, help="calls per path and concurrency")
     parser.add_argument(
-        "--seed-calls", type=int, default=600, help="calls for cmcp-runtime (about 50/s)"
+        "--seed-calls", type=_count, default=600, help="calls for cmcp-runtime (about 50/s)"
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=_count, default=3)
     parser.add_argument(
         "--concurrency",
         type=lambda s: tuple(int(x) for x in s.split(",")),
@@ -342,7 +349,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", help="gateway configurations to include")
     parser.add_argument("--no-seed", action="store_true", help="leave cmcp-runtime out")
     parser.add_argument("--profile-seconds", type=float, default=0)
-    parser.add_argument("--sync-samples", type=int, default=200)
+    parser.add_argument(
+        "--sync-samples", type=_count, default=200, help="write+fdatasync rounds of the disk floor"
+    )
     parser.add_argument(
         "--timeline", type=int, default=0, help="calls of the stage-by-stage timing (0: none)"
     )
