@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -651,33 +651,46 @@ class Enforcement:
             return items if len(kept) == len(items) else kept
         if self.shadow is not None:
             self._shadow_list(ctx, upstream, kind, action, items, admission)
-        visible = self.gateway().router.visible
-        up = self.gateway().router.by_name[upstream]
         out = []
-        for item in kept:
-            key = "uri" if kind is OpKind.LIST_RESOURCES else "name"
+        for item, name, request in self._list_requests(ctx, upstream, kind, action, kept):
+            if kind is OpKind.LIST_TOOLS:
+                request = replace(request, tool=self.guard.facts(upstream, name) or NO_TOOL_FACTS)
+            if apply_mode(self.engine.decide(request), self.mode).forward:
+                out.append(item)
+        return items if len(out) == len(items) else out
+
+    def _list_requests(
+        self,
+        ctx: CallContext,
+        upstream: str,
+        kind: OpKind,
+        action: tuple[str, str],
+        items: list[dict[str, Any]],
+    ) -> Iterator[tuple[dict[str, Any], str, PolicyRequest]]:
+        """Each named item of a list page, its upstream name and the ``list_*`` request
+        deciding whether the agent sees it (without tool facts: the caller's catalog adds
+        them)."""
+        router = self.gateway().router
+        up = router.by_name[upstream]
+        key = "uri" if kind is OpKind.LIST_RESOURCES else "name"
+        session = self._sessions.get(ctx.claim_session, NO_SESSION_FACTS)
+        for item in items:
             name = item.get(key)
             if not isinstance(name, str):
                 continue
-            facts = NO_TOOL_FACTS
-            if kind is OpKind.LIST_TOOLS:
-                facts = self.guard.facts(upstream, name) or NO_TOOL_FACTS
-            resource_id = name if kind is OpKind.LIST_RESOURCES else visible(up, name)
-            decision = self.engine.decide(
+            yield (
+                item,
+                name,
                 PolicyRequest(
                     principal=ctx.principal,
                     action=action[0],
                     resource_type=action[1],
-                    resource_id=resource_id,
+                    resource_id=name if kind is OpKind.LIST_RESOURCES else router.visible(up, name),
                     server=upstream,
-                    tool=facts,
-                    session=self._sessions.get(ctx.claim_session, NO_SESSION_FACTS),
+                    session=session,
                     gateway=self.gateway_facts,
-                )
+                ),
             )
-            if apply_mode(decision, self.mode).forward:
-                out.append(item)
-        return items if len(out) == len(items) else out
 
     def _shadow_list(
         self,
@@ -692,29 +705,13 @@ class Enforcement:
         mode); the differing items go to the list operation's audit entry (``_audit``)."""
         shadow = self.shadow
         assert shadow is not None
-        router = self.gateway().router
-        up, method = router.by_name[upstream], _LIST_METHODS[kind]
-        key = "uri" if kind is OpKind.LIST_RESOURCES else "name"
-        session = self._sessions.get(ctx.claim_session, NO_SESSION_FACTS)
+        method = _LIST_METHODS[kind]
         rows = []
-        for item in items:
-            name = item.get(key)
-            if not isinstance(name, str):
-                continue
-            resource_id = name if kind is OpKind.LIST_RESOURCES else router.visible(up, name)
-            request = PolicyRequest(
-                principal=ctx.principal,
-                action=action[0],
-                resource_type=action[1],
-                resource_id=resource_id,
-                server=upstream,
-                session=session,
-                gateway=self.gateway_facts,
-            )
+        for _, name, request in self._list_requests(ctx, upstream, kind, action, items):
             tool = (upstream, name) if kind is OpKind.LIST_TOOLS else None
             rows.append(
                 (
-                    list_key(method, resource_id),
+                    list_key(method, request.resource_id),
                     visibility(self.engine, self.guard, request, tool),
                     visibility(shadow.engine, shadow.guard, request, tool),
                 )

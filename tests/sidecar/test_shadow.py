@@ -61,6 +61,17 @@ def list_entries(exported: bytes, method: str) -> dict[str, dict[str, object]]:
     }
 
 
+def assert_claim_verifies(claim: dict[str, Any], exported: bytes) -> None:
+    """The claim verifies offline against its own bundle hash and the exported chain."""
+    policy = ClaimPolicy(
+        approved_bundle_hashes=(claim["gateway"]["bundle"]["hash"],),
+        allow_software=True,
+        audit_log=exported,
+    )
+    report = verify_claim(json.dumps(claim).encode(), policy)
+    assert report.verified, report.failures
+
+
 async def metrics_text(url: str) -> str:
     """The gateway's /metrics page (``url``: its /mcp endpoint)."""
     async with (
@@ -121,11 +132,7 @@ async def test_candidate_is_evaluated_never_enforced(server_url: str, tmp_path: 
         ("echo", "allow", True),
         ("lookup_customer", "redact", True),
     ]
-    policy = ClaimPolicy(
-        approved_bundle_hashes=(gw["bundle"]["hash"],), allow_software=True, audit_log=exported
-    )
-    report = verify_claim(json.dumps(claim).encode(), policy)
-    assert report.verified, report.failures
+    assert_claim_verifies(claim, exported)
     assert 'cmcp_shadow_evaluations_total{agreement="disagree"} 3.0' in metrics
 
 
@@ -181,13 +188,7 @@ async def test_candidate_catalog_is_evaluated_in_shadow(server_url: str, tmp_pat
     [list_ref] = list_entries(exported, "tools/list")  # the list operation's own entry
     for key in listed_rows:
         assert rows[key]["count"] == 1 and rows[key]["audit_refs"] == [list_ref]
-    policy = ClaimPolicy(
-        approved_bundle_hashes=(claim["gateway"]["bundle"]["hash"],),
-        allow_software=True,
-        audit_log=exported,
-    )
-    report = verify_claim(json.dumps(claim).encode(), policy)
-    assert report.verified, report.failures
+    assert_claim_verifies(claim, exported)
 
 
 async def test_candidate_without_a_catalog_shares_the_active_one(
@@ -266,13 +267,7 @@ async def test_candidate_policy_hiding_list_items(server_url: str, tmp_path: Pat
     assert listings == [
         (m, "allow", True) for m in ("tools/list", "prompts/list", "resources/list")
     ]
-    policy = ClaimPolicy(
-        approved_bundle_hashes=(claim["gateway"]["bundle"]["hash"],),
-        allow_software=True,
-        audit_log=exported,
-    )
-    report = verify_claim(json.dumps(claim).encode(), policy)
-    assert report.verified, report.failures
+    assert_claim_verifies(claim, exported)
 
 
 def test_verifier_rejects_a_malformed_shadow_member() -> None:
