@@ -69,6 +69,7 @@ EXPECTED: dict[str, tuple[int, str] | None] = {
 STREAMS_CLOSED_BY_GATEWAY = ("slow_loris", "sse_trickle", "sse_no_end", "sse_forever")
 AGENT_PATIENCE = 1.5  # seconds an agent waits for sse_forever before cancelling
 BODY_SECONDS = 0.5  # timeouts.body_seconds of the faulty upstream
+SETTLE_SECONDS = 2.0  # how long a sample waits for closing connections to go
 
 
 @dataclass
@@ -98,9 +99,16 @@ class Bench:
     problems: list[str] = field(default_factory=list)
 
     def sample(self, number: int) -> Sample:
+        """RSS and open descriptors after a round; descriptors as the fewest seen over
+        ``SETTLE_SECONDS``, since connections of the round's faults may still be closing
+        (on a loaded machine they were, by one or two, when sampled at once)."""
         status = Path(f"/proc/{self.gateway.pid}/status").read_text()
         rss = next(int(line.split()[1]) for line in status.splitlines() if line[:6] == "VmRSS:")
         fds = len(list(Path(f"/proc/{self.gateway.pid}/fd").iterdir()))
+        settled = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < settled:
+            time.sleep(0.1)
+            fds = min(fds, len(list(Path(f"/proc/{self.gateway.pid}/fd").iterdir())))
         taken = Sample(number, rss, fds)
         self.samples.append(taken)
         return taken
