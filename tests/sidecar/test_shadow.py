@@ -14,8 +14,12 @@ import aiohttp
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from cmcp_sidecar.enforce import empty_catalog
+from cmcp_sidecar.policy.catalog_guard import CatalogGuard
+from cmcp_sidecar.policy.shadow import MAX_KEYS, ShadowEvaluator
 from cmcp_verifier import audit as audit_format
 from cmcp_verifier.bundle import read_bundle_dir
+from cmcp_verifier.cedar_bundle import load_bundle
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 from mcp import Client
 from tests.mcp.peers import transport
@@ -268,6 +272,23 @@ async def test_candidate_policy_hiding_list_items(server_url: str, tmp_path: Pat
         (m, "allow", True) for m in ("tools/list", "prompts/list", "resources/list")
     ]
     assert_claim_verifies(claim, exported)
+
+
+def test_list_rows_and_call_rows_have_separate_key_budgets() -> None:
+    shadow = ShadowEvaluator(load_bundle(BUNDLE), CatalogGuard(empty_catalog()))
+    extra = 6
+    for n in range(MAX_KEYS + extra):
+        shadow.record("s", f"tools/list:t{n}", "visible", "hidden", f"list-{n}")
+    for n in range(MAX_KEYS + extra):
+        shadow.record("s", f"t{n}", "allow", "deny", f"call-{n}")
+    shadow.record("s", "t0", "allow", "deny", "call-again")  # a kept key goes on counting
+    summary = shadow.summary("s")
+    assert summary is not None
+    rows = {row["tool"]: row for row in summary["disagreements"]}
+    listed = [t for t in rows if t.startswith("tools/list:")]
+    assert len(listed) == MAX_KEYS and len(rows) == 2 * MAX_KEYS
+    assert rows["t0"]["count"] == 2 and rows["t0"]["audit_refs"] == ["call-0", "call-again"]
+    assert f"t{MAX_KEYS}" not in rows and f"tools/list:t{MAX_KEYS}" not in rows
 
 
 def test_verifier_rejects_a_malformed_shadow_member() -> None:

@@ -39,8 +39,11 @@ MAX_LIST_KEY = 256
 
 #: Audit references kept per (tool, active, candidate) and session.
 SAMPLE_REFS = 5
-#: Distinct (tool, active, candidate) keys kept per session (the rest only counted).
+#: Distinct (tool, active, candidate) keys kept per session (the rest only counted), for
+#: requests and for list items each, so that a large catalog's list rows never crowd out
+#: the calls'.
 MAX_KEYS = 64
+_VISIBILITIES = frozenset({VISIBLE, HIDDEN, HIDDEN_CATALOG})
 #: Sessions tallied at once; the least recently active are dropped first.
 MAX_SESSIONS = 20_000
 
@@ -50,6 +53,7 @@ class _Session:
     evaluated: int = 0
     disagreeing: int = 0
     keys: dict[tuple[str, str, str], tuple[int, list[str]]] = field(default_factory=dict)
+    list_keys: int = 0  # of which list items' (outcomes are visibilities)
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,12 @@ class ShadowEvaluator:
         with self._lock:
             tally = self._tally(session)
             key = (tool, active, candidate)
-            if key not in tally.keys and len(tally.keys) >= MAX_KEYS:
-                return
+            if key not in tally.keys:
+                listed = active in _VISIBILITIES
+                kept = tally.list_keys if listed else len(tally.keys) - tally.list_keys
+                if kept >= MAX_KEYS:
+                    return
+                tally.list_keys += listed
             count, refs = tally.keys.get(key, (0, []))
             if len(refs) < SAMPLE_REFS:
                 refs.append(ref)
