@@ -50,16 +50,19 @@ def server_url() -> Any:
         yield url
 
 
-async def pin(url: str, labels: dict[str, list[str]], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+async def live_tools(url: str) -> list[dict[str, Any]]:
+    """The tools the MCP server at ``url`` lists now."""
     up = Upstream(0, UpstreamConfig(name="demo", url=url), {}, max_response_bytes=1 << 24)
     await up.start()
     try:
         async with ControlClient(up) as client:
-            tools = [
-                t for t in await client.list_all("tools/list", "tools") if t["name"] not in drop
-            ]
+            return await client.list_all("tools/list", "tools")
     finally:
         await up.close()
+
+
+async def pin(url: str, labels: dict[str, list[str]], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    tools = [t for t in await live_tools(url) if t["name"] not in drop]
     return pin_catalog({"demo": tools}, {("demo", k): v for k, v in labels.items()})
 
 
@@ -72,9 +75,15 @@ async def enforced(
     drop: tuple[str, ...] = (),
     bundle: Path = BUNDLE,
     labels: dict[str, list[str]] | None = None,
+    catalog: dict[str, Any] | None = None,
     **extra: Any,
 ) -> AsyncIterator[tuple[Server, Enforcement]]:
-    catalog = await pin(url, labels if labels is not None else {"lookup_customer": ["pii"]}, drop)
+    """The enforcement in front of ``url`` (upstream ``demo``) with its catalog pinned from
+    the live tools (or ``catalog``) and ``extra`` config keys, served on a free port."""
+    if catalog is None:
+        catalog = await pin(
+            url, labels if labels is not None else {"lookup_customer": ["pii"]}, drop
+        )
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     data: dict[str, Any] = {
         "listen_addr": "127.0.0.1:0",

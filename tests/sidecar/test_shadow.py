@@ -15,7 +15,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from cmcp_sidecar.enforce import empty_catalog
-from cmcp_sidecar.policy.catalog_guard import CatalogGuard
+from cmcp_sidecar.policy.catalog_guard import CatalogGuard, pin_catalog
 from cmcp_sidecar.policy.shadow import MAX_KEYS, ShadowEvaluator
 from cmcp_verifier import audit as audit_format
 from cmcp_verifier.bundle import read_bundle_dir
@@ -23,10 +23,12 @@ from cmcp_verifier.cedar_bundle import load_bundle
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 from mcp import Client
 from tests.mcp.peers import transport
+from tests.mcp.test_several_upstreams import all_pages
 from tests.sidecar.test_enforce import (  # noqa: F401
     BUNDLE,
     audit_entries,
     enforced,
+    live_tools,
     pin,
     server_url,
 )
@@ -272,6 +274,37 @@ async def test_candidate_policy_hiding_list_items(server_url: str, tmp_path: Pat
         (m, "allow", True) for m in ("tools/list", "prompts/list", "resources/list")
     ]
     assert_claim_verifies(claim, exported)
+
+
+async def test_list_rows_of_several_upstreams_carry_the_names_the_agent_sees(
+    server_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two upstreams (prefixes a and b) in front of the same server: the candidate hides
+    only b's echo, and the row names it as the agent sees it."""
+    tools = await live_tools(server_url)
+    catalog = pin_catalog({"demo": tools, "other": tools})
+    policies = (BUNDLE / "policies.cedar").read_text() + (
+        'forbid(principal, action == Action::"list_tools", resource == Tool::"b.echo");\n'
+    )
+    cand = candidate(tmp_path, policies)
+    upstreams = [
+        {"name": "demo", "url": server_url, "prefix": "a"},
+        {"name": "other", "url": server_url, "prefix": "b"},
+    ]
+    async with enforced(
+        server_url, tmp_path, catalog=catalog, shadow_bundle_path=str(cand), upstreams=upstreams
+    ) as (server, enf):
+        async with Client(transport(server.url), mode="legacy") as c:
+            seen = {t.name for t in await all_pages(c, "list_tools")}  # a page per upstream
+        sid = next(iter(enf.issuer._closed_ids))
+        claim = await enf.claim(sid)
+    assert {"a.echo", "b.echo"} <= seen
+    assert claim is not None
+    rows = claim["gateway"]["shadow"]["disagreements"]
+    assert [(r["tool"], r["active"], r["candidate"]) for r in rows] == [
+        ("tools/list:b.echo", "visible", "hidden")
+    ]
 
 
 def test_list_rows_and_call_rows_have_separate_key_budgets() -> None:
