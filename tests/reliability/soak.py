@@ -14,9 +14,15 @@ Verdict: after the warm-up (``--warmup``, default a sixth of the run), the media
 minute may exceed the median of the first minute after warm-up by at most 10 % for RSS and
 for descriptors; every call must have been answered as expected; reloads must have happened.
 
-Usage: ``python -m tests.reliability.soak [--minutes 30] [--rate 100] [--out DIR]`` (``make
-soak``); writes ``soak.json``, ``soak.csv`` and, when matplotlib is installed, ``soak.png``.
-Loopback only.
+With ``--heap-profile`` the gateway traces its allocations (``tracemalloc`` from start-up,
+through ``heapsnap/sitecustomize.py``), a heap snapshot is taken at the end of the warm-up and
+one at the end, and their difference — what Python objects were still growing, by where they
+were allocated — goes to ``heap.txt`` and ``soak.json`` (``heap``). Tracing costs CPU and
+memory of its own, so RSS in such a run is not comparable with a plain one.
+
+Usage: ``python -m tests.reliability.soak [--minutes 30] [--rate 100] [--heap-profile]
+[--out DIR]`` (``make soak``); writes ``soak.json``, ``soak.csv`` and, when matplotlib is
+installed, ``soak.png``. Loopback only.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from tests.mcp.peers import (
+    REPO,
     legacy_headers,
     legacy_session,
     modern_headers,
@@ -46,6 +57,9 @@ from .harness import GatewayProcess, audit_records, write_setup
 from .kill_gateway import _post
 
 GROWTH_LIMIT = 0.10
+HEAPSNAP = Path(__file__).parent / "heapsnap"
+SNAPSHOT_SECONDS = 300.0  # how long a heap snapshot may take to be written
+HEAP_TOP = 15  # allocation sites listed in the heap report
 CALLS = (
     ("echo", "text", "allow"),
     ("get_env", "name", "deny"),
@@ -78,6 +92,7 @@ class SoakResult:
     fds_final: float = 0
     fds_growth: float = 0
     problems: list[str] = field(default_factory=list)
+    heap: dict[str, Any] | None = None  # --heap-profile: growth between the two snapshots
 
     @property
     def ok(self) -> bool:
@@ -85,8 +100,17 @@ class SoakResult:
 
 
 class Soak:
-    def __init__(self, url: str, seconds: float, rate: float, reload_every: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        seconds: float,
+        rate: float,
+        reload_every: float,
+        heap_dir: Path | None = None,
+    ) -> None:
         self.url, self.seconds, self.rate, self.reload_every = url, seconds, rate, reload_every
+        self.heap_dir = heap_dir
+        self.snapshots: list[Path] = []
         self.result = SoakResult(seconds, seconds / 6)
         self.started = 0.0
         self.stop = asyncio.Event()
@@ -100,11 +124,27 @@ class Soak:
         try:
             while (elapsed := time.monotonic() - self.started) < self.seconds:
                 self.result.samples.append(_sample(gateway.pid, elapsed, self.result.calls))
+                if self.heap_dir and not self.snapshots and elapsed >= warmup:
+                    await self._snapshot(gateway.pid)
                 await asyncio.sleep(min(sample_every, self.seconds - elapsed))
             self.result.samples.append(_sample(gateway.pid, self.seconds, self.result.calls))
+            if self.heap_dir:
+                await self._snapshot(gateway.pid)
         finally:
             self.stop.set()
             await asyncio.gather(*tasks)
+
+    async def _snapshot(self, pid: int) -> None:
+        """Have the gateway write its next heap snapshot; wait until it is there."""
+        assert self.heap_dir is not None
+        path = self.heap_dir / f"heap-{len(self.snapshots) + 1}.snapshot"
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + SNAPSHOT_SECONDS
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway wrote no heap snapshot {path.name}")
+            await asyncio.sleep(0.2)
+        self.snapshots.append(path)
 
     async def _pace(self, share: float) -> None:
         await asyncio.sleep(share / self.rate)
@@ -194,6 +234,44 @@ def verdict(result: SoakResult, window: float = 60.0) -> None:
         result.problems.append("the gateway never reloaded the bundle")
 
 
+def heap_growth(before: Path, after: Path, top: int = HEAP_TOP) -> dict[str, Any]:
+    """What the traced heap gained between two snapshots, by allocation site (tracemalloc's
+    own frames and the import machinery left out)."""
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+        tracemalloc.Filter(False, "<unknown>"),
+    ]
+    old = tracemalloc.Snapshot.load(str(before)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(after)).filter_traces(ignore)
+    stats = new.compare_to(old, "traceback")
+    return {
+        "traced_before_kib": round(sum(t.size for t in old.traces) / 1024, 1),
+        "traced_after_kib": round(sum(t.size for t in new.traces) / 1024, 1),
+        "top": [
+            {
+                "size_diff_kib": round(s.size_diff / 1024, 1),
+                "count_diff": s.count_diff,
+                "traceback": [f"{f.filename}:{f.lineno}" for f in s.traceback],
+            }
+            for s in stats[:top]
+        ],
+    }
+
+
+def heap_report(heap: dict[str, Any]) -> str:
+    """heap.txt: the growth by allocation site, most recent frame first."""
+    lines = [
+        f"traced heap: {heap['traced_before_kib']} KiB after the warm-up, "
+        f"{heap['traced_after_kib']} KiB at the end",
+        "",
+    ]
+    for row in heap["top"]:
+        lines.append(f"{row['size_diff_kib']:+.1f} KiB, {row['count_diff']:+d} blocks")
+        lines += [f"    {frame}" for frame in reversed(row["traceback"])]
+    return "\n".join(lines) + "\n"
+
+
 def soak(
     root: Path,
     seconds: float,
@@ -202,6 +280,7 @@ def soak(
     reload_every: float = 30.0,
     sample_every: float = 10.0,
     warmup: float | None = None,
+    heap_dir: Path | None = None,
 ) -> SoakResult:
     with sdk_server() as upstream:
         setup = write_setup(
@@ -210,8 +289,15 @@ def soak(
             policy_reload_interval_seconds=max(1, int(reload_every / 3)),
             claims={"idle_timeout_seconds": 60},
         )
-        runner = Soak(setup.url, seconds, rate, reload_every)
-        with GatewayProcess(setup) as gateway:
+        runner = Soak(setup.url, seconds, rate, reload_every, heap_dir)
+        env = None
+        if heap_dir is not None:
+            heap_dir.mkdir(parents=True, exist_ok=True)
+            env = {
+                "PYTHONPATH": f"{HEAPSNAP}{os.pathsep}{REPO}",
+                "CMCP_HEAP_SNAPSHOTS": str(heap_dir),
+            }
+        with GatewayProcess(setup, env=env) as gateway:
             gateway.wait_ready()
             asyncio.run(
                 runner.run(gateway, sample_every, seconds / 6 if warmup is None else warmup)
@@ -219,6 +305,8 @@ def soak(
         entries = audit_records(setup.audit_log)
     result = runner.result
     result.reloads_loaded = sum(1 for e in entries if e.get("event") == "bundle_loaded")
+    if len(runner.snapshots) == 2:
+        result.heap = heap_growth(runner.snapshots[0], runner.snapshots[1])
     verdict(result)
     return result
 
@@ -255,6 +343,9 @@ def main() -> int:
     parser.add_argument("--reload-every", type=float, default=30.0, help="seconds")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds")
     parser.add_argument("--out", type=Path, default=Path("."), help="where results go")
+    parser.add_argument(
+        "--heap-profile", action="store_true", help="trace allocations; heap growth to heap.txt"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cmcp-soak-") as tmp:
         result = soak(
@@ -263,8 +354,11 @@ def main() -> int:
             rate=args.rate,
             reload_every=args.reload_every,
             sample_every=args.sample_every,
+            heap_dir=Path(tmp) / "heap" if args.heap_profile else None,
         )
     args.out.mkdir(parents=True, exist_ok=True)
+    if result.heap is not None:
+        (args.out / "heap.txt").write_text(heap_report(result.heap))
     (args.out / "soak.csv").write_text(
         "t_seconds,rss_kib,fds,calls\n"
         + "".join(f"{s.t},{s.rss_kib},{s.fds},{s.calls}\n" for s in result.samples)
