@@ -18,8 +18,10 @@ from cmcp_sidecar.claims import (
     default_subject,
 )
 from cmcp_sidecar.claims.ledger import highest_data_class
+from cmcp_verifier import audit
 from cmcp_verifier.canonical import canonical_bytes, parse_json
 from cmcp_verifier.claim import TRACE_PROFILE
+from cmcp_verifier.digests import ZERO_DIGEST
 from cmcp_verifier.report import Status
 from cmcp_verifier.trace_schema import trace_v02_schema
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
@@ -150,6 +152,20 @@ def test_data_class_ordering_and_default() -> None:
     assert highest_data_class(set()) == NO_DATA_CLASS
     ledger = SessionLedger("s", "mcp-session")
     assert ledger.snapshot().data_class == NO_DATA_CLASS
+
+
+def test_a_ledger_hashes_its_transcript_as_entries_arrive_and_keeps_no_list() -> None:
+    ledger, hashes, prev = SessionLedger("s", "mcp-session"), [], ZERO_DIGEST
+    for seq, decision in enumerate(["allow", "deny", "redact"] * 100):
+        head = {"v": 1, "seq": seq, "prev": prev, "ts_ms": seq, "instance": "gw"}
+        line, prev = audit.encode_entry({**head, **call("s", decision).fields()})
+        ledger.add(audit.decode_line(line[:-1]))
+        hashes.append(prev)
+    snapshot = ledger.snapshot()
+    assert snapshot.transcript_hash == audit.session_transcript_hash("s", hashes)
+    assert snapshot.entries == ledger.entries == 300
+    assert snapshot.counts["calls"] == 300 and snapshot.counts["deny"] == 100
+    assert ledger.summary.entry_hashes == []  # a busy session costs no memory per entry
 
 
 def test_subjects() -> None:

@@ -7,6 +7,7 @@ import io
 import pytest
 
 from cmcp_verifier import audit
+from cmcp_verifier.digests import sha256_digest
 from cmcp_verifier.errors import CmcpError, InputError, VerificationError
 
 from .claimfactory import make_log
@@ -84,3 +85,25 @@ def test_a_log_must_start_at_seq_zero() -> None:
     with pytest.raises(InputError) as partial:
         audit.verify_log_file(io.BytesIO(data.split(b"\n", 1)[1]))
     assert partial.value.code == "audit.partial"
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 200])
+@pytest.mark.parametrize(
+    "session", ["s-1", "", 'quo"te\\back', "ünïcødé \u2028 \U0001f600", "\x01"]
+)
+def test_the_incremental_transcript_equals_the_reference(count: int, session: str) -> None:
+    hashes = [sha256_digest(str(n).encode()) for n in range(count)]
+    hasher = audit.TranscriptHasher(session)
+    for n, entry_hash in enumerate(hashes):
+        if n == count // 2:  # a claim taken midway does not disturb the rest
+            assert hasher.digest() == audit.session_transcript_hash(session, hashes[:n])
+        hasher.add(entry_hash)
+    assert hasher.entries == count
+    assert hasher.digest() == audit.session_transcript_hash(session, hashes)
+
+
+def test_the_incremental_transcript_refuses_what_is_not_an_entry_hash() -> None:
+    hasher = audit.TranscriptHasher("s")
+    with pytest.raises(InputError) as caught:
+        hasher.add('sha256:"],"x":1')
+    assert caught.value.code == "audit.entry_hash" and hasher.entries == 0

@@ -13,13 +13,14 @@ the writer's business and are covered by the hash. See docs/formats.md.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .canonical import canonical_bytes, parse_json
-from .digests import ZERO_DIGEST, sha256_digest
+from .digests import ZERO_DIGEST, is_digest, sha256_digest
 from .errors import CmcpError, InputError, VerificationError
 
 FORMAT_VERSION = 1
@@ -153,6 +154,10 @@ class SessionSummary:
 
     def add(self, record: AuditRecord) -> None:
         self.entry_hashes.append(record.hash)
+        self.count(record)
+
+    def count(self, record: AuditRecord) -> None:
+        """Update the counters only (a :class:`TranscriptHasher` can stand in for the list)."""
         entry = record.entry
         if entry["kind"] == "call":
             self.counts["calls"] += 1
@@ -272,3 +277,33 @@ def session_transcript_hash(session_id: str, entry_hashes: list[str]) -> str:
             {"format": "cmcp-transcript/v1", "session": session_id, "entries": entry_hashes}
         )
     )
+
+
+class TranscriptHasher:
+    """:func:`session_transcript_hash` computed as entries arrive, in constant memory.
+
+    The canonical form is ``{"entries":["<h1>","<h2>",…],"format":…,"session":…}`` (RFC 8785
+    sorts the keys that way, and a digest string needs no escaping), so the hash can be fed
+    one entry at a time and finished on a copy whenever a claim needs it.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self._tail = (
+            b'],"format":"cmcp-transcript/v1","session":' + canonical_bytes(session_id) + b"}"
+        )
+        self._hash = hashlib.sha256(b'{"entries":[')
+        self.entries = 0
+
+    def add(self, entry_hash: str) -> None:
+        """Append one entry hash; :class:`InputError` unless it is a digest string."""
+        if not is_digest(entry_hash):
+            raise InputError(f"not an entry hash: {entry_hash!r}", code="audit.entry_hash")
+        quoted = b'"' + entry_hash.encode() + b'"'
+        self._hash.update(quoted if not self.entries else b"," + quoted)
+        self.entries += 1
+
+    def digest(self) -> str:
+        """The transcript hash of the entries so far."""
+        final = self._hash.copy()
+        final.update(self._tail)
+        return "sha256:" + final.hexdigest()

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cmcp_verifier import audit
 from cmcp_verifier.canonical import canonical_bytes
 from cmcp_verifier.claim import TRACE_PROFILE, sign_claim
 from cmcp_verifier.digests import b64url_encode
@@ -127,7 +126,7 @@ def build_claim(
     """The signed claim envelope (see the module docs); ``shadow``: the session's shadow
     evaluation of a candidate bundle (``gateway.shadow``), when there is one."""
     iat = int(time.time()) if now is None else now
-    transcript = audit.session_transcript_hash(ledger.session_id, list(ledger.entry_hashes))
+    transcript = ledger.transcript_hash
     trace = {
         "eat_profile": TRACE_PROFILE,
         "iat": iat,
@@ -152,7 +151,7 @@ def build_claim(
         "reason": reason,
         "activity": {"first_ms": ledger.first_ms, "last_ms": ledger.last_ms},
         "audit_chain": {"root": chain.root, "tip": chain.tip, "length": chain.length},
-        "transcript": {"hash": transcript, "entries": len(ledger.entry_hashes)},
+        "transcript": {"hash": transcript, "entries": ledger.entries},
         "call_summary": dict(ledger.counts),
         "bundle": {"hash": attestation.bundle_hash, "candidate_hash": policy.candidate_hash},
         "catalog": {"hash": attestation.catalog_hash, "drift": sorted(policy.catalog_drift)},

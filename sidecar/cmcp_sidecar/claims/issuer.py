@@ -340,7 +340,7 @@ class ClaimIssuer:
         snapshot, chain = ledger.snapshot(), self._chain_point()
         bound, stale = self.attestor.current, not self.attestor.fresh
         policy = self.policy_status
-        ledger.claimed_entries = len(snapshot.entry_hashes)
+        ledger.claimed_entries = snapshot.entries
         claim = await asyncio.to_thread(
             build_claim,
             identity=self.attestor.identity,

@@ -1,7 +1,8 @@
 """Per-claim-session accounting, fed by the audit log.
 
 A :class:`SessionLedger` collects, for one claim session, exactly what a claim commits to:
-the hashes of the session's audit entries in chain order and the counters of
+the transcript hash over the session's audit entries in chain order (fed entry by entry:
+a long session or a busy stateless interval costs no memory per entry) and the counters of
 :class:`cmcp_verifier.audit.SessionSummary` (reused, so the verifier recounts the same
 way), plus the principal, the data classes seen and the first/last activity. The
 :class:`~cmcp_sidecar.claims.issuer.ClaimIssuer` subscribes to the audit log, so ledgers
@@ -40,7 +41,8 @@ class LedgerSnapshot:
     session_id: str
     kind: SessionKind
     principal: str | None
-    entry_hashes: tuple[str, ...]
+    transcript_hash: str
+    entries: int  # audit entries the transcript covers
     counts: dict[str, int]
     data_class: str
     first_ms: int | None
@@ -55,6 +57,7 @@ class SessionLedger:
     kind: SessionKind
     data_class_order: Sequence[str] = DATA_CLASS_ORDER
     summary: audit.SessionSummary = field(default_factory=audit.SessionSummary)
+    transcript: audit.TranscriptHasher = field(init=False)
     principal: str | None = None
     data_classes: set[str] = field(default_factory=set)
     first_ms: int | None = None
@@ -63,9 +66,13 @@ class SessionLedger:
     claimed_entries: int = 0  # entries covered by the latest claim
     closed: bool = False
 
+    def __post_init__(self) -> None:
+        self.transcript = audit.TranscriptHasher(self.session_id)
+
     def add(self, record: audit.AuditRecord) -> None:
         """Account for one durable audit record of this session."""
-        self.summary.add(record)
+        self.summary.count(record)
+        self.transcript.add(record.hash)
         entry: dict[str, Any] = record.entry
         if self.principal is None and isinstance(entry.get("principal"), str):
             self.principal = entry["principal"]
@@ -80,7 +87,7 @@ class SessionLedger:
 
     @property
     def entries(self) -> int:
-        return len(self.summary.entry_hashes)
+        return self.transcript.entries
 
     @property
     def dirty(self) -> bool:
@@ -92,7 +99,8 @@ class SessionLedger:
             session_id=self.session_id,
             kind=self.kind,
             principal=self.principal,
-            entry_hashes=tuple(self.summary.entry_hashes),
+            transcript_hash=self.transcript.digest(),
+            entries=self.transcript.entries,
             counts=dict(self.summary.counts),
             data_class=highest_data_class(self.data_classes, self.data_class_order),
             first_ms=self.first_ms,
