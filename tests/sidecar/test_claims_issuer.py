@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cmcp_sidecar.claims import DirectorySink, claim_name
+from cmcp_sidecar.claims import issuer as issuer_module
 from cmcp_verifier.canonical import parse_json
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
 
@@ -50,6 +53,24 @@ async def test_session_mode_claim_on_close_stored_served_and_kept(tmp_path: Path
     async with trail(tmp_path) as t2:
         assert await t2.issuer.latest(sid) == claim
         assert await t2.issuer.latest("unknown") is None
+
+
+async def test_claims_of_sessions_beyond_the_index_are_found_in_the_sink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(issuer_module, "INDEX_KEPT", 2)
+    sessions = ["s-1", "s-10", "S-1", "s", "s-2"]  # names that share prefixes
+    async with trail(tmp_path) as t:
+        claims = {}
+        for sid in sessions:
+            assert t.issuer.claim_session_id(mcp_session_id=sid, principal="p") == sid
+            for _ in range(len(claims) + 1):
+                await t.log.append(call(sid))
+            claims[sid] = await t.issuer.close_session(sid)
+        assert len(t.issuer._index) == 2  # only the two newest are held in memory
+        for sid in sessions:
+            assert await t.issuer.latest(sid) == claims[sid], sid
+        assert await t.issuer.latest("s-3") is None
 
 
 async def test_call_mode_claims_every_call(tmp_path: Path) -> None:

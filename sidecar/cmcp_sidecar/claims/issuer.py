@@ -63,6 +63,9 @@ CLAIM_MODES = ("session", "call", "interval")
 log = logging.getLogger("cmcp.claims")
 _CLOSED_LEDGERS_KEPT = 1024
 _CLOSED_IDS_KEPT = 65536
+#: Sessions whose newest claim is indexed in memory (the most recently claimed); an older
+#: session's newest claim is looked up in the sink by name when asked for.
+INDEX_KEPT = 65536
 _CLOSED_LEDGER_SECONDS = 60.0
 
 
@@ -103,6 +106,22 @@ class _Unwritten:
     data: bytes
     attempts: int = 1
     next_try: float = 0.0
+
+
+def _session_of(data: bytes | None, name: str) -> str | None:
+    """The session a stored claim names (None: missing or unreadable)."""
+    if data is None:
+        return None
+    try:
+        session = parse_json(data, what=f"claim {name}")["gateway"]["session_id"]
+    except (CmcpError, KeyError, TypeError):
+        return None
+    return session if isinstance(session, str) else None
+
+
+def _length_of(numbered: re.Pattern[str], name: str) -> int:
+    match = numbered.fullmatch(name)
+    return int(match[1]) if match else -1
 
 
 def claim_name(session_id: str, length: int) -> str:
@@ -148,7 +167,8 @@ class ClaimIssuer:
         self._closed_ids: OrderedDict[str, None] = OrderedDict()
         self._stateless: dict[tuple[str, int], tuple[str, int]] = {}  # (principal, start)
         self._stateless_end: dict[str, float] = {}
-        self._index: dict[str, _Indexed] = {}
+        self._index: OrderedDict[str, _Indexed] = OrderedDict()
+        self._index_evicted = False  # a miss may then still be in the sink
         self._unwritten: list[_Unwritten] = []
         self._jobs: dict[str, _Job] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -224,7 +244,7 @@ class ClaimIssuer:
 
     async def latest(self, session_id: str) -> bytes | None:
         """The newest claim of a session, for ``GET /claims/{session_id}``."""
-        indexed = self._index.get(session_id)
+        indexed = self._index.get(session_id) or await self._stored(session_id)
         if indexed is None:
             return None
         if indexed.data is not None:
@@ -358,7 +378,7 @@ class ClaimIssuer:
         indexed = _Indexed(name, chain.length, data)
         current = self._index.get(session_id)
         if current is None or current.length <= chain.length:
-            self._index[session_id] = indexed
+            self._remember_index(session_id, indexed)
         await self._store(session_id, name, data, indexed)
         self.stats.issued[reason] = self.stats.issued.get(reason, 0) + 1
         return data
@@ -455,4 +475,31 @@ class ClaimIssuer:
                 continue
             current = self._index.get(session_id)
             if current is None or current.length < length:
-                self._index[session_id] = _Indexed(name, length)
+                self._remember_index(session_id, _Indexed(name, length))
+
+    def _remember_index(self, session_id: str, indexed: _Indexed) -> None:
+        self._index[session_id] = indexed
+        self._index.move_to_end(session_id)
+        while len(self._index) > INDEX_KEPT:
+            self._index.popitem(last=False)
+            self._index_evicted = True
+
+    async def _stored(self, session_id: str) -> _Indexed | None:
+        """The newest claim of a session the index no longer holds: one still waiting to be
+        written, else the sink's (by name; the claim itself must name the session)."""
+        if not self._index_evicted:
+            return None  # every claim since start (and every stored one) is indexed
+        numbered = re.compile(re.escape(claim_name(session_id, 0)[:-1]) + r"([0-9]+)")
+        held = [u for u in self._unwritten if u.session_id == session_id]
+        if held:
+            newest = max(held, key=lambda u: _length_of(numbered, u.name))
+            return _Indexed(newest.name, _length_of(numbered, newest.name), newest.data)
+        found = [
+            (int(m[1]), name) for name in await self.sink.names() if (m := numbered.fullmatch(name))
+        ]
+        for length, name in sorted(found, reverse=True):
+            if _session_of(await self.sink.get(name), name) == session_id:
+                indexed = _Indexed(name, length)
+                self._remember_index(session_id, indexed)
+                return indexed
+        return None
