@@ -246,6 +246,9 @@ class Enforcement:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.fail_closed = FailClosed()
         self.issuer.policy_status = self._policy_status()
+        # A claim session's data labels matter only while it lasts (a stateless interval
+        # ends without a session_ended).
+        self.issuer.session_closed = self._forget_session
         if shadow is not None:
             self.issuer.shadow_summary = shadow.summary
 
@@ -725,8 +728,11 @@ class Enforcement:
         if method == "notifications/tools/list_changed":
             self._spawn(self._review(upstream))
 
+    def _forget_session(self, claim_session: str) -> None:
+        self._sessions.pop(claim_session, None)
+
     async def session_ended(self, end: SessionEnd) -> None:
-        self._sessions.pop(end.ctx.claim_session, None)
+        self._forget_session(end.ctx.claim_session)
         reason = {"delete": "close", "closed": "close"}.get(end.reason, end.reason)
         await self.issuer.close_session(end.ctx.claim_session, reason)
 

@@ -166,6 +166,19 @@ async def test_catalog_hides_and_denies_unapproved_tools(server_url: str, tmp_pa
     assert any(e.get("tool") == "send_email" and e["forwarded"] is False for e in entries)
 
 
+async def test_a_stateless_interval_lets_go_of_its_data_labels_when_it_ends(
+    server_url: str, tmp_path: Path
+) -> None:
+    claims = {"dir": "claims", "interval_seconds": 1}
+    async with enforced(server_url, tmp_path, claims=claims) as (server, enf):
+        async with Client(transport(server.url), mode="2026-07-28") as c:
+            await c.call_tool("lookup_customer", {"customer_id": "c-1"})  # labelled pii
+        assert len(enf._sessions) == 1
+        with anyio.fail_after(10):
+            while enf._sessions:  # the interval's claim session ends on its own
+                await asyncio.sleep(0.1)
+
+
 async def test_advisory_mode_forwards_but_audits_the_deny(server_url: str, tmp_path: Path) -> None:
     async with (
         enforced(server_url, tmp_path, mode="advisory") as (server, _),
