@@ -65,7 +65,7 @@ _CLOSED_LEDGERS_KEPT = 1024
 _CLOSED_IDS_KEPT = 65536
 #: Sessions whose newest claim is indexed in memory (the most recently claimed); an older
 #: session's newest claim is looked up in the sink by name when asked for.
-INDEX_KEPT = 65536
+INDEX_KEPT = 16384
 _CLOSED_LEDGER_SECONDS = 60.0
 
 
@@ -86,7 +86,7 @@ class IssuerStats:
     open_sessions: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Indexed:
     name: str
     length: int
