@@ -246,9 +246,9 @@ class Enforcement:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.fail_closed = FailClosed()
         self.issuer.policy_status = self._policy_status()
-        # A claim session's data labels matter only while it lasts (a stateless interval
-        # ends without a session_ended).
-        self.issuer.session_closed = self._forget_session
+        # A stateless interval's data labels matter only while it lasts (it ends without a
+        # session_ended).
+        self.issuer.stateless_ended = self._forget_session
         if shadow is not None:
             self.issuer.shadow_summary = shadow.summary
 

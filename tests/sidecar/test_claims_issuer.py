@@ -106,7 +106,7 @@ async def test_interval_mode_claims_active_sessions_periodically(tmp_path: Path)
 async def test_stateless_claim_sessions_per_principal_and_interval(tmp_path: Path) -> None:
     async with trail(tmp_path, interval_seconds=0.8) as t:
         ended: list[str] = []
-        t.issuer.session_closed = ended.append
+        t.issuer.stateless_ended = ended.append
         now = time.time()
         a = t.issuer.claim_session_id(mcp_session_id=None, principal="team-a/agent", now=now)
         b = t.issuer.claim_session_id(mcp_session_id=None, principal="team-b/agent", now=now)
@@ -124,6 +124,10 @@ async def test_stateless_claim_sessions_per_principal_and_interval(tmp_path: Pat
         assert all(c is not None and _verified(c, log) for c in claims)
         assert parse_json(claims[0] or b"")["gateway"]["session_kind"] == "stateless-interval"
         assert sorted(ended) == sorted([a, b])  # what depends on a session may let go of it
+        mcp = t.issuer.claim_session_id(mcp_session_id="m1", principal="p") or ""
+        await t.log.append(call(mcp))
+        await t.issuer.close_session(mcp)  # an MCP session may go on: not told
+        assert sorted(ended) == sorted([a, b])
         later = t.issuer.claim_session_id(mcp_session_id=None, principal="team-a/agent")
         assert later != a
 

@@ -160,8 +160,10 @@ class ClaimIssuer:
         self.policy_status = PolicyStatus()
         # session id → gateway.shadow of its claims (set when a candidate bundle is shadowed)
         self.shadow_summary: Callable[[str], dict[str, Any] | None] | None = None
-        # Told the id of every claim session that ends (closed, idle, interval over).
-        self.session_closed: Callable[[str], None] | None = None
+        # Told the id of every stateless claim session that ends (interval over, or closed):
+        # that id is never used again. An MCP session may go on after its claim session was
+        # closed (idle); its end comes from the proxy.
+        self.stateless_ended: Callable[[str], None] | None = None
         self.stats = IssuerStats()
         self._epoch = hashlib.sha256(os.urandom(32))  # keeps principals out of session ids
         self._ledgers: dict[str, SessionLedger] = {}
@@ -315,8 +317,8 @@ class ClaimIssuer:
         return ledger
 
     def _remember_closed(self, session_id: str, ledger: SessionLedger) -> None:
-        if self.session_closed is not None:
-            self.session_closed(session_id)
+        if self.stateless_ended is not None and ledger.kind == "stateless-interval":
+            self.stateless_ended(session_id)
         self._closed_ledgers[session_id] = (time.monotonic(), ledger)
         self._closed_ids[session_id] = None
         while len(self._closed_ledgers) > _CLOSED_LEDGERS_KEPT:
