@@ -8,7 +8,9 @@ The same ``tools/call`` of ``echo`` (2026-07-28 stateless POST, JSON reply) goes
 
 * **direct** to the upstream (tests/bench/peers.py: a minimal aiohttp MCP server);
 * through the **bare hop** — a minimal aiohttp pass-through, the floor of any proxy (also on
-  uvloop, and on uvloop with the gateway's own upstream client in place of aiohttp's);
+  uvloop, and on uvloop with the gateway's own upstream client in place of aiohttp's; and that
+  lightest hop appending a line per reply by group commit, durable on the disk under test
+  before the reply: the floor of any proxy that keeps "durable before the reply");
 * through **our proxy with the pass-through seam** (no policy, audit, claims): its own share;
 * through **our gateway** started as ``cmcp start`` in dev mode, in each enforcement mode
   (enforcing, advisory, silent) and audit durability (``fsync: batch`` and ``every``), with
@@ -65,6 +67,7 @@ SPECS = (
 MAIN = SPECS[0].name  # the configuration the targets are about
 UVLOOP_HOP = "bare hop, uvloop"
 OURS_HOP = "bare hop, uvloop, our upstream client"
+DURABLE_HOP = "bare hop, uvloop, our client, durable append (floor)"
 
 
 async def measure(
@@ -122,6 +125,9 @@ def peers(work: Path, specs: tuple[GatewaySpec, ...], with_seed: bool) -> Iterat
                 name=OURS_HOP,
             )
         )
+        (work / "floor").mkdir()
+        durable = ("--loop", "uvloop", "--durable", str(work / "floor" / "entries.log"))
+        started.append(start_role("hop", "--target", upstream.url, *durable, name=DURABLE_HOP))
         started.append(
             start_role("passthrough", "--target", upstream.url, name="proxy, pass-through seam")
         )
@@ -160,6 +166,8 @@ async def sweep(
             for peer in paths:
                 calls = args.seed_calls if peer.name == seed.NAME else args.calls
                 own = peer.name != "direct"
+                # Other paths' audit logs still being written back would land in this block.
+                await asyncio.to_thread(os.sync)
                 before = cpu_seconds(peer.pid) if own else 0.0
                 got, elapsed = await measure(
                     peer.url, max(concurrency, calls // args.rounds), concurrency
@@ -258,6 +266,10 @@ def verdicts(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[s
         tmp8 = get(SPECS[-1].name, 8, "per_s")
         if tmp8:
             out["throughput_c8_vs_hop_tmpfs"] = round(tmp8 / hop8, 3)
+        floor8 = get(DURABLE_HOP, 8, "per_s")
+        if floor8:
+            out["throughput_c8_durable_floor_vs_hop"] = round(floor8 / hop8, 3)
+            out["throughput_c8_vs_durable_floor"] = round(gw8 / floor8, 3)
         uv8 = get(UVLOOP_HOP, 8, "per_s")
         if uv8:
             out["throughput_c8_vs_uvloop_hop"] = round(gw8 / uv8, 3)

@@ -1,7 +1,7 @@
 """The processes a gateway benchmark talks to, each started as its own process.
 
     python -m tests.bench.peers upstream --port P
-    python -m tests.bench.peers hop --port P --target URL [--loop uvloop]
+    python -m tests.bench.peers hop --port P --target URL [--loop uvloop] [--durable FILE]
     python -m tests.bench.peers passthrough --port P --target URL
 
 * ``upstream`` — a minimal stateless MCP server (2026-07-28, JSON replies) with two tools:
@@ -11,6 +11,11 @@
 * ``hop`` — the floor of any proxy: copies the request upstream over a pooled keep-alive
   session and streams the reply back; nothing parsed. On asyncio's loop (the issue's "bare
   aiohttp hop"), or on uvloop (``--loop uvloop``: the floor for the loop our gateway uses).
+  With ``--durable FILE`` (uvloop and the gateway's upstream client, the lightest hop): the
+  floor of *any* proxy that keeps "durable before the reply" — each reply's body is read whole
+  and a line standing in for an audit entry is appended to FILE by the simplest group commit
+  (a thread writes whatever is pending and syncs it with ``fdatasync``) before the reply is
+  sent; no parsing, policy or hash chain.
 * ``passthrough`` — our proxy with the pass-through seam (no policy, audit or claims): the
   proxy's own share of the gateway's cost.
 
@@ -25,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +172,68 @@ async def hop_ours(port: int, target: str) -> None:
             return await _relay_reply(request, up)
         finally:
             pool.release(up)
+
+    await _serve(_hop_app(handle), port)
+
+
+ENTRY_BYTES = 600  # about the size of an enforcing gateway's audit line for the echo call
+
+
+class GroupCommit:
+    """Lines appended to a file, durable (``fdatasync``) before ``append`` returns; whatever is
+    pending when the writer thread comes round shares one write and one sync."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self.ready = threading.Condition()
+        self.loop = asyncio.get_running_loop()
+        threading.Thread(target=self._writer, daemon=True).start()
+
+    async def append(self, line: bytes) -> None:
+        done = self.loop.create_future()
+        with self.ready:
+            self.pending.append((line, done))
+            self.ready.notify()
+        await done
+
+    def _writer(self) -> None:
+        while True:
+            with self.ready:
+                self.ready.wait_for(lambda: self.pending)
+                group, self.pending = self.pending, []
+            os.write(self.fd, b"".join(line for line, _ in group))
+            os.fdatasync(self.fd)
+            self.loop.call_soon_threadsafe(_resolve, [done for _, done in group])
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_result(None)
+
+
+async def durable_hop(port: int, target: str, path: str) -> None:
+    """The lightest hop, each reply durable in ``path`` before it is sent."""
+    import hashlib
+
+    from cmcp_sidecar.mcp.http_client import HttpPool
+
+    pool = HttpPool(target)
+    log = GroupCommit(path)
+    skip = ("host", "content-length", "accept-encoding")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        up = await pool.send("POST", headers, await request.read(), 300)
+        try:
+            body = b"".join([chunk async for chunk in up.content.iter_any()])
+            status, content_type = up.status, up.headers["Content-Type"]
+        finally:
+            pool.release(up)
+        line = hashlib.sha256(body).hexdigest().encode().ljust(ENTRY_BYTES - 1, b" ") + b"\n"
+        await log.append(line)
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type})
 
     await _serve(_hop_app(handle), port)
 
@@ -339,9 +407,12 @@ def main() -> None:
     parser.add_argument("--target")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--client", choices=("aiohttp", "ours"), default="aiohttp")
+    parser.add_argument("--durable", help="hop: append a line per reply here, durably")
     args = parser.parse_args()
     if args.role == "upstream":
         asyncio.run(upstream(args.port))
+    elif args.role == "hop" and args.durable:
+        __import__("uvloop").run(durable_hop(args.port, args.target, args.durable))
     elif args.role == "hop":
         run = asyncio.run if args.loop == "asyncio" else __import__("uvloop").run
         run((hop if args.client == "aiohttp" else hop_ours)(args.port, args.target))

@@ -202,6 +202,22 @@ def targets(summary: dict[str, Any]) -> list[list[Any]]:
                     v["throughput_c8_vs_hop_ok"],
                 ]
             )
+        if "throughput_c8_durable_floor_vs_hop" in v:
+            rows.append(
+                [
+                    "(context) c=8: the lightest hop with only a durable append, vs the bare hop",
+                    f"{v['throughput_c8_durable_floor_vs_hop'] * 100:.0f} %",
+                    None,
+                ]
+            )
+        if "throughput_c8_vs_durable_floor" in v:
+            rows.append(
+                [
+                    "(context) c=8: the gateway vs that durable-append floor",
+                    f"{v['throughput_c8_vs_durable_floor'] * 100:.0f} %",
+                    None,
+                ]
+            )
         if "added_p50_vs_seed" in v:
             d = v["added_p50_over_direct_ms"]
             rows.append(
@@ -292,7 +308,10 @@ def gateway_section(gw: dict[str, Any], img: Path) -> list[str]:
         "POST, JSON reply) against the same minimal aiohttp upstream. *Bare hop*: a minimal "
         "aiohttp pass-through on asyncio (the issue's floor; the uvloop row is the floor for the "
         "loop `cmcp start` uses; *our upstream client*: the same hop with the gateway's HTTP "
-        "client in place of aiohttp's). *Pass-through seam*: our proxy without policy, audit or "
+        "client in place of aiohttp's; *durable append (floor)*: that lightest hop appending a "
+        "line per reply to a file on the disk under test by the simplest group commit, durable "
+        "before the reply — what any proxy keeping that promise pays on this disk, with nothing "
+        "parsed or decided). *Pass-through seam*: our proxy without policy, audit or "
         "claims. *Gateway*: `cmcp start` in dev mode with the demo bundle, the audit log on the "
         "disk under test (durable before the reply), claims per session. CPU µs/call: the proxy "
         "process's user + system time (all threads) per call.",

@@ -37,7 +37,7 @@ def test_gateway_bench_and_report(tmp_path: Path) -> None:
     )
     result = asyncio.run(bench_gateway.run(args))
     paths = {row["path"] for row in result["rows"]}
-    assert {"direct", "bare hop", bench_gateway.MAIN} <= paths
+    assert {"direct", "bare hop", bench_gateway.DURABLE_HOP, bench_gateway.MAIN} <= paths
     assert len(result["rows"]) == 2 * len(result["paths"])
     assert all(row["calls"] == 16 for row in result["rows"])
     assert "added_p50_over_hop_ms" in result["verdicts"]
