@@ -43,6 +43,7 @@ from cmcp_sidecar.claims import (
 from cmcp_verifier import audit
 from cmcp_verifier.digests import ZERO_DIGEST, sha256_digest
 from cmcp_verifier.verify_claim import ClaimPolicy, verify_claim
+from tests.graceful import sigterm_as_interrupt
 
 BUNDLE = sha256_digest(b"bench bundle")
 
@@ -270,4 +271,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

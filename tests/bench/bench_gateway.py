@@ -49,6 +49,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.graceful import sigterm_as_interrupt
+
 from . import seed
 from .bench_audit import bench_raw_sync
 from .common import CACHE, cpu_seconds, machine, percentile, quantiles
@@ -384,4 +386,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

@@ -35,6 +35,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.graceful import sigterm_as_interrupt
+
 from .bench_gateway import measure
 from .common import CACHE, REPO, rss_mib
 from .peers import GatewaySpec, Peer, call_body, call_headers, start_gateway, start_role
@@ -202,4 +204,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

@@ -53,6 +53,7 @@ from cmcp_e2e import build  # noqa: E402
 from cmcp_e2e.cluster import LocalCluster  # noqa: E402
 from cmcp_e2e.external import from_environment  # noqa: E402
 from cmcp_e2e.handle import K8sCluster  # noqa: E402
+from tests.graceful import sigterm_as_interrupt  # noqa: E402
 
 ALLOW = "allow-all-but-one"
 LABEL = "cmcp-bench"
@@ -315,4 +316,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

@@ -39,6 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tests.graceful import sigterm_as_interrupt
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = (
     (REPO / "policies" / "schema.cedarschema")
@@ -209,4 +211,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:  # run as a script: the repository's tests package
     sys.path.insert(0, str(REPO))
 
 from tests.bench.bench_audit import machine  # noqa: E402
+from tests.graceful import sigterm_as_interrupt  # noqa: E402
 from tests.verifier.claimfactory import BUNDLE, make_claim  # noqa: E402
 
 BUDGET_S = 2.0
@@ -270,4 +271,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.graceful import run_tool, sigterm_as_interrupt
+
 from . import report
 from .common import CACHE, REPO, machine
 
@@ -161,14 +163,8 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict[str, Any]:
     print(f"== {bench.name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     try:
         with log.open("wb") as err:
-            proc = subprocess.run(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                timeout=bench.timeout_s,
-                check=False,
+            proc = run_tool(
+                cmd, timeout=bench.timeout_s, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err
             )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {bench.timeout_s:.0f} s", "log": _tail(log)}
@@ -247,4 +243,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     raise SystemExit(main())

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.graceful import sigterm_as_interrupt
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TOKEN = "demo-token-" + os.urandom(8).hex()
@@ -262,4 +264,5 @@ async def fetch_claim(base: str, session_id: str, work: Path) -> tuple[Path, Pat
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     main()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from cmcp_sidecar.audit import LOG_FILE, AuditLog
 from cmcp_verifier import audit
+from tests.graceful import sigterm_as_interrupt
 
 CHILD = Path(__file__).with_name("audit_child.py")
 
@@ -244,4 +245,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

@@ -43,6 +43,7 @@ import aiohttp
 
 from cmcp_sidecar.audit.entries import json_digest
 from cmcp_verifier import audit
+from tests.graceful import sigterm_as_interrupt
 from tests.mcp.peers import (
     legacy_headers,
     legacy_session,
@@ -354,4 +355,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

@@ -44,6 +44,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.graceful import sigterm_as_interrupt
 from tests.mcp.peers import (
     REPO,
     legacy_headers,
@@ -372,4 +373,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

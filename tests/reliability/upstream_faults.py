@@ -36,6 +36,7 @@ from cmcp_sidecar.config import UpstreamConfig
 from cmcp_sidecar.mcp.client import ControlClient
 from cmcp_sidecar.mcp.upstream import Upstream
 from cmcp_sidecar.policy.catalog_guard import pin_catalog
+from tests.graceful import sigterm_as_interrupt
 from tests.mcp.peers import free_port, modern_headers, modern_request, peer, sdk_server
 
 from .harness import (
@@ -299,4 +300,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())
