@@ -157,25 +157,6 @@ async def hop(port: int, target: str) -> None:
     await _serve(_hop_app(handle), port)
 
 
-async def hop_ours(port: int, target: str) -> None:
-    """The bare hop with the gateway's own upstream client in place of aiohttp's (what that
-    client costs, next to aiohttp's, in the same run)."""
-    from cmcp_sidecar.mcp.http_client import HttpPool
-
-    pool = HttpPool(target)
-    skip = ("host", "content-length", "accept-encoding")
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
-        up = await pool.send("POST", headers, await request.read(), 300)
-        try:
-            return await _relay_reply(request, up)
-        finally:
-            pool.release(up)
-
-    await _serve(_hop_app(handle), port)
-
-
 ENTRY_BYTES = 600  # about the size of an enforcing gateway's audit line for the echo call
 
 
@@ -213,20 +194,24 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
             done.set_result(None)
 
 
-async def durable_hop(port: int, target: str, path: str) -> None:
-    """The lightest hop, each reply durable in ``path`` before it is sent."""
+async def hop_ours(port: int, target: str, durable: str | None = None) -> None:
+    """The bare hop with the gateway's own upstream client in place of aiohttp's (what that
+    client costs, next to aiohttp's, in the same run); with ``durable``, each reply is made
+    durable in that file before it is sent."""
     import hashlib
 
     from cmcp_sidecar.mcp.http_client import HttpPool
 
     pool = HttpPool(target)
-    log = GroupCommit(path)
+    log = GroupCommit(durable) if durable else None
     skip = ("host", "content-length", "accept-encoding")
 
     async def handle(request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
         up = await pool.send("POST", headers, await request.read(), 300)
         try:
+            if log is None:
+                return await _relay_reply(request, up)
             body = b"".join([chunk async for chunk in up.content.iter_any()])
             status, content_type = up.status, up.headers["Content-Type"]
         finally:
@@ -412,7 +397,7 @@ def main() -> None:
     if args.role == "upstream":
         asyncio.run(upstream(args.port))
     elif args.role == "hop" and args.durable:
-        __import__("uvloop").run(durable_hop(args.port, args.target, args.durable))
+        __import__("uvloop").run(hop_ours(args.port, args.target, args.durable))
     elif args.role == "hop":
         run = asyncio.run if args.loop == "asyncio" else __import__("uvloop").run
         run((hop if args.client == "aiohttp" else hop_ours)(args.port, args.target))
