@@ -179,3 +179,53 @@ async def test_unwritable_claims_dir_is_retried_and_served_meanwhile(tmp_path: P
         blocker.mkdir()
         await _until(lambda: t.issuer.stats.unwritten == 0, timeout=10)
         assert (blocker / "claims" / f"{claim_name(sid or '', 1)}.json").read_bytes() == claim
+
+
+async def test_a_restart_reads_only_each_sessions_newest_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    newest = {}
+    async with trail(tmp_path, mode="call") as t:
+        for sid, calls in (("c1", 4), ("c2", 3)):
+            assert t.issuer.claim_session_id(mcp_session_id=sid, principal="p") == sid
+            for _ in range(calls):
+                await t.log.append(call(sid))
+                await _until(lambda: t.issuer.stats.issued.get("call", 0) >= t.log.length)
+            newest[sid] = await t.issuer.latest(sid)
+        assert len(_claim_files(t.claims_dir)) == 7
+    reads: list[str] = []
+    listings: list[int] = []
+    get, names = DirectorySink.get, DirectorySink.names
+
+    async def counted_get(self: DirectorySink, name: str) -> bytes | None:
+        reads.append(name)
+        return await get(self, name)
+
+    async def counted_names(self: DirectorySink) -> list[str]:
+        listings.append(1)
+        return await names(self)
+
+    monkeypatch.setattr(DirectorySink, "get", counted_get)
+    monkeypatch.setattr(DirectorySink, "names", counted_names)
+    async with trail(tmp_path, mode="call") as t2:
+        assert sorted(reads) == [claim_name("c1", 4), claim_name("c2", 7)]
+        for sid, claim in newest.items():
+            assert await t2.issuer.latest(sid) == claim
+        assert await t2.issuer.latest("c3") is None
+        assert len(listings) == 1  # a miss is not looked for in the sink: nothing else is there
+
+
+async def test_a_restart_finds_claims_of_sessions_whose_names_collide(tmp_path: Path) -> None:
+    # "S-1" is not a valid name, so its claims are named "s-1-<hash>-<length>"; a session whose
+    # id is that very prefix shares the name prefix.
+    twin = claim_name("S-1", 0).removesuffix("-0")
+    claims = {}
+    async with trail(tmp_path, mode="call") as t:
+        for sid in ("S-1", twin, "S-1"):
+            assert t.issuer.claim_session_id(mcp_session_id=sid, principal="p") == sid
+            await t.log.append(call(sid))
+            await _until(lambda: t.issuer.stats.issued.get("call", 0) >= t.log.length)
+            claims[sid] = await t.issuer.latest(sid)
+    async with trail(tmp_path, mode="call") as t2:
+        for sid, claim in claims.items():
+            assert claim is not None and await t2.issuer.latest(sid) == claim, sid

@@ -124,6 +124,9 @@ def _length_of(numbered: re.Pattern[str], name: str) -> int:
     return int(match[1]) if match else -1
 
 
+_HASHED = re.compile(r"-[0-9a-f]{10}$")  # how claim_name ends a changed session id
+
+
 def claim_name(session_id: str, length: int) -> str:
     """Sink name of a session's claim at chain length ``length``."""
     safe = re.sub(r"[^a-z0-9]+", "-", session_id.lower()).strip("-")[:80].strip("-")
@@ -172,7 +175,7 @@ class ClaimIssuer:
         self._stateless: dict[tuple[str, int], tuple[str, int]] = {}  # (principal, start)
         self._stateless_end: dict[str, float] = {}
         self._index: OrderedDict[str, _Indexed] = OrderedDict()
-        self._index_evicted = False  # a miss may then still be in the sink
+        self._sink_may_hold_more = False  # a miss may then still be in the sink
         self._unwritten: list[_Unwritten] = []
         self._jobs: dict[str, _Job] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -467,33 +470,55 @@ class ClaimIssuer:
     # -- index -----------------------------------------------------------------------------
 
     async def _load_index(self) -> None:
-        """Find the newest stored claim of every session (claims survive restarts)."""
+        """Find the newest stored claim of every session (claims survive restarts).
+
+        Only the newest claim under each name prefix is read (a session in ``call`` mode has
+        one per call). A prefix is one session's unless it ends in the hash :func:`claim_name`
+        appends to an id it had to change (never for the gateway's own ids); where such a
+        prefix holds several claims, a miss may be another session's, and :meth:`_stored`
+        then looks in the sink."""
+        by_prefix: dict[str, list[tuple[int, str]]] = {}
         for name in await self.sink.names():
-            try:
-                data = await self.sink.get(name)
-                if data is None:
-                    continue
-                claim = parse_json(data, what=f"claim {name}")
-                gateway = claim["gateway"]
-                session_id, length = gateway["session_id"], gateway["audit_chain"]["length"]
-            except (CmcpError, KeyError, TypeError) as exc:
-                log.warning("ignoring unreadable stored claim %s: %s", name, exc)
-                continue
-            current = self._index.get(session_id)
-            if current is None or current.length < length:
-                self._remember_index(session_id, _Indexed(name, length))
+            prefix, _, suffix = name.rpartition("-")
+            if suffix.isdigit():
+                by_prefix.setdefault(prefix, []).append((int(suffix), name))
+        for prefix, named in by_prefix.items():
+            self._sink_may_hold_more |= len(named) > 1 and _HASHED.search(prefix) is not None
+            for _, name in sorted(named, reverse=True):
+                found = await self._read_stored(name)
+                if found is not None and claim_name(*found) == name:
+                    session_id, length = found
+                    current = self._index.get(session_id)
+                    if current is None or current.length < length:
+                        self._remember_index(session_id, _Indexed(name, length))
+                    break
+
+    async def _read_stored(self, name: str) -> tuple[str, int] | None:
+        """(session id, chain length) of a stored claim; None, logged, when unreadable."""
+        try:
+            data = await self.sink.get(name)
+            if data is None:
+                return None
+            gateway = parse_json(data, what=f"claim {name}")["gateway"]
+            session_id, length = gateway["session_id"], gateway["audit_chain"]["length"]
+            if not isinstance(session_id, str) or not isinstance(length, int):
+                raise TypeError("gateway.session_id or gateway.audit_chain.length has a wrong type")
+        except (CmcpError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable stored claim %s: %s", name, exc)
+            return None
+        return session_id, length
 
     def _remember_index(self, session_id: str, indexed: _Indexed) -> None:
         self._index[session_id] = indexed
         self._index.move_to_end(session_id)
         while len(self._index) > INDEX_KEPT:
             self._index.popitem(last=False)
-            self._index_evicted = True
+            self._sink_may_hold_more = True
 
     async def _stored(self, session_id: str) -> _Indexed | None:
         """The newest claim of a session the index no longer holds: one still waiting to be
         written, else the sink's (by name; the claim itself must name the session)."""
-        if not self._index_evicted:
+        if not self._sink_may_hold_more:
             return None  # every claim since start (and every stored one) is indexed
         numbered = re.compile(re.escape(claim_name(session_id, 0)[:-1]) + r"([0-9]+)")
         held = [u for u in self._unwritten if u.session_id == session_id]
