@@ -183,15 +183,23 @@ class GroupCommit:
             with self.ready:
                 self.ready.wait_for(lambda: self.pending)
                 group, self.pending = self.pending, []
-            os.write(self.fd, b"".join(line for line, _ in group))
-            os.fdatasync(self.fd)
-            self.loop.call_soon_threadsafe(_resolve, [done for _, done in group])
+            failure = None
+            try:
+                os.write(self.fd, b"".join(line for line, _ in group))
+                os.fdatasync(self.fd)
+            except OSError as exc:  # the calls fail with it rather than hang
+                failure = exc
+            self.loop.call_soon_threadsafe(_resolve, [done for _, done in group], failure)
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def _resolve(futures: list[asyncio.Future[None]], failure: OSError | None) -> None:
     for done in futures:
-        if not done.done():
+        if done.done():
+            continue
+        if failure is None:
             done.set_result(None)
+        else:
+            done.set_exception(failure)
 
 
 async def hop_ours(port: int, target: str, durable: str | None = None) -> None:
