@@ -108,17 +108,6 @@ class _Unwritten:
     next_try: float = 0.0
 
 
-def _session_of(data: bytes | None, name: str) -> str | None:
-    """The session a stored claim names (None: missing or unreadable)."""
-    if data is None:
-        return None
-    try:
-        session = parse_json(data, what=f"claim {name}")["gateway"]["session_id"]
-    except (CmcpError, KeyError, TypeError):
-        return None
-    return session if isinstance(session, str) else None
-
-
 def _length_of(numbered: re.Pattern[str], name: str) -> int:
     match = numbered.fullmatch(name)
     return int(match[1]) if match else -1
@@ -529,7 +518,8 @@ class ClaimIssuer:
             (int(m[1]), name) for name in await self.sink.names() if (m := numbered.fullmatch(name))
         ]
         for length, name in sorted(found, reverse=True):
-            if _session_of(await self.sink.get(name), name) == session_id:
+            stored = await self._read_stored(name)
+            if stored is not None and stored[0] == session_id:
                 indexed = _Indexed(name, length)
                 self._remember_index(session_id, indexed)
                 return indexed
